@@ -1,0 +1,185 @@
+/**
+ * Tensors are views into GPU buffers: a buffer, a byte offset and a shape. Long-lived tensors (parameters,
+ * gradients, optimizer moments, activations) are carved out of a few large allocations by an {@link Arena}.
+ */
+import type { Gpu } from "./device.ts";
+
+const STORAGE_USAGE = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
+
+/** Offsets of views inside one buffer are aligned to this many bytes (the portable storage-offset alignment). */
+export const VIEW_ALIGNMENT = 256;
+
+/** Number of elements of a shape. */
+export function sizeOf(shape: readonly number[]): number {
+  let n = 1;
+  for (const d of shape) n *= d;
+  return n;
+}
+
+/** A float32 (or int32/uint32, when a kernel says so) tensor living in a GPU buffer. */
+export class Tensor {
+  readonly size: number;
+  constructor(
+    readonly buffer: GPUBuffer,
+    readonly shape: readonly number[],
+    readonly offset = 0,
+    readonly label = buffer.label,
+  ) {
+    for (const d of shape) {
+      if (!Number.isInteger(d) || d < 0) throw new TypeError(`tensor ${label}: bad shape [${shape}]`);
+    }
+    this.size = sizeOf(shape);
+    if (offset + this.size * 4 > buffer.size) {
+      throw new RangeError(
+        `tensor ${label}: view [${shape}] at ${offset} overruns buffer of ${buffer.size} B`,
+      );
+    }
+  }
+
+  get byteLength(): number {
+    return this.size * 4;
+  }
+
+  /** The binding of this view; empty tensors bind 4 bytes so that the bind group stays valid. */
+  binding(): GPUBufferBinding {
+    return { buffer: this.buffer, offset: this.offset, size: Math.max(4, this.byteLength) };
+  }
+
+  /** The same memory under another shape of equal size. */
+  reshape(shape: readonly number[]): Tensor {
+    if (sizeOf(shape) !== this.size) {
+      throw new TypeError(`tensor ${this.label}: cannot reshape [${this.shape}] to [${shape}]`);
+    }
+    return new Tensor(this.buffer, shape, this.offset, this.label);
+  }
+}
+
+/** A tensor in a buffer of its own. */
+export function createTensor(gpu: Gpu, shape: readonly number[], label: string): Tensor {
+  const bytes = Math.max(16, Math.ceil((sizeOf(shape) * 4) / 16) * 16);
+  const buffer = gpu.device.createBuffer({ label, size: bytes, usage: STORAGE_USAGE });
+  return new Tensor(buffer, shape, 0, label);
+}
+
+/** Copies host data into a tensor (queued; ordered before the next submission). */
+export function writeTensor(gpu: Gpu, t: Tensor, data: Float32Array | Int32Array | Uint32Array): void {
+  if (data.length !== t.size) {
+    throw new TypeError(
+      `writeTensor ${t.label}: expected ${t.size} elements [${t.shape}], got ${data.length}`,
+    );
+  }
+  if (data.length === 0) return;
+  gpu.device.queue.writeBuffer(t.buffer, t.offset, data as Float32Array<ArrayBuffer>);
+}
+
+/** Creates a tensor holding `data`. */
+export function uploadTensor(
+  gpu: Gpu,
+  data: Float32Array | Int32Array | Uint32Array,
+  shape: readonly number[],
+  label: string,
+): Tensor {
+  const t = createTensor(gpu, shape, label);
+  writeTensor(gpu, t, data);
+  return t;
+}
+
+/** Reads a tensor back to the host. Waits for the GPU: never call inside a training step. */
+export async function readTensor(gpu: Gpu, t: Tensor): Promise<Float32Array> {
+  const bytes = await readBytes(gpu, t);
+  return new Float32Array(bytes);
+}
+
+/** Reads an int32 tensor back to the host. */
+export async function readTensorInt(gpu: Gpu, t: Tensor): Promise<Int32Array> {
+  return new Int32Array(await readBytes(gpu, t));
+}
+
+async function readBytes(gpu: Gpu, t: Tensor): Promise<ArrayBuffer> {
+  if (t.size === 0) return new ArrayBuffer(0);
+  const staging = gpu.device.createBuffer({
+    label: `${t.label}:readback`,
+    size: t.byteLength,
+    usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+  });
+  const encoder = gpu.device.createCommandEncoder();
+  encoder.copyBufferToBuffer(t.buffer, t.offset, staging, 0, t.byteLength);
+  gpu.device.queue.submit([encoder.finish()]);
+  await staging.mapAsync(GPUMapMode.READ);
+  const copy = staging.getMappedRange().slice(0);
+  staging.unmap();
+  staging.destroy();
+  return copy;
+}
+
+/**
+ * Carves many named tensors out of one buffer: reserve every shape first, then `allocate` once.
+ * One buffer per table means one dispatch can update all parameters (AdamW, zeroing, norms).
+ */
+export class Arena {
+  #entries: { name: string; shape: readonly number[]; offset: number }[] = [];
+  #bytes = 0;
+  #tensors = new Map<string, Tensor>();
+  buffer: GPUBuffer | undefined;
+
+  constructor(readonly label: string) {}
+
+  /** Reserves a named view; returns its byte offset in the arena. */
+  reserve(name: string, shape: readonly number[]): number {
+    if (this.buffer) throw new Error(`arena ${this.label}: reserve("${name}") after allocate()`);
+    if (this.#entries.some((e) => e.name === name)) throw new Error(`arena ${this.label}: "${name}" twice`);
+    const offset = this.#bytes;
+    this.#entries.push({ name, shape, offset });
+    const bytes = Math.max(4, sizeOf(shape) * 4);
+    this.#bytes = Math.ceil((offset + bytes) / VIEW_ALIGNMENT) * VIEW_ALIGNMENT;
+    return offset;
+  }
+
+  /** Total bytes, including alignment padding (padding stays zero, so whole-arena ops may cover it). */
+  get byteLength(): number {
+    return Math.max(VIEW_ALIGNMENT, this.#bytes);
+  }
+
+  allocate(gpu: Gpu): this {
+    const maxBinding = gpu.device.limits.maxStorageBufferBindingSize;
+    if (this.byteLength > gpu.device.limits.maxBufferSize) {
+      throw new RangeError(`arena ${this.label}: ${this.byteLength} B exceeds the device's largest buffer`);
+    }
+    this.buffer = gpu.device.createBuffer({ label: this.label, size: this.byteLength, usage: STORAGE_USAGE });
+    for (const e of this.#entries) {
+      if (sizeOf(e.shape) * 4 > maxBinding) {
+        throw new RangeError(`arena ${this.label}: "${e.name}" is larger than one storage binding`);
+      }
+      this.#tensors.set(e.name, new Tensor(this.buffer, e.shape, e.offset, e.name));
+    }
+    return this;
+  }
+
+  get(name: string): Tensor {
+    const t = this.#tensors.get(name);
+    if (!t) {
+      throw new Error(`arena ${this.label}: no tensor "${name}"${this.buffer ? "" : " (not allocated)"}`);
+    }
+    return t;
+  }
+
+  has(name: string): boolean {
+    return this.#entries.some((e) => e.name === name);
+  }
+
+  names(): string[] {
+    return this.#entries.map((e) => e.name);
+  }
+
+  /** The whole arena as one flat tensor (padding included). */
+  whole(): Tensor {
+    if (!this.buffer) throw new Error(`arena ${this.label}: not allocated`);
+    return new Tensor(this.buffer, [this.byteLength / 4], 0, this.label);
+  }
+
+  destroy(): void {
+    this.buffer?.destroy();
+    this.buffer = undefined;
+    this.#tensors.clear();
+  }
+}
