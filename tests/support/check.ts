@@ -2,6 +2,7 @@
  * The one verification helper every kernel test uses: seeded inputs, poisoned outputs, comparison against the
  * float64 CPU reference with `atol + rtol·|ref|`, and finite-difference checks of reference gradients.
  */
+import assert from "node:assert";
 import { getGpu, type Gpu } from "../../lib/gpu/device.ts";
 import { Plan } from "../../lib/gpu/plan.ts";
 import { createTensor, readTensor, type Tensor, uploadTensor } from "../../lib/gpu/tensor.ts";
@@ -162,4 +163,45 @@ export function dot(a: ArrayLike<number>, b: ArrayLike<number>): number {
   let s = 0;
   for (let i = 0; i < a.length; i++) s += a[i] * b[i];
   return s;
+}
+
+/** Deep equality (node:assert's deepStrictEqual) with an optional label. */
+export function assertEquals<T>(actual: T, expected: T, label?: string): void {
+  assert.deepStrictEqual(actual, expected, label);
+}
+
+/** Asserts `fn` throws an instance of `errorClass` whose message contains `includes`. */
+export function assertThrows(
+  fn: () => unknown,
+  errorClass: new (...args: never[]) => Error,
+  includes = "",
+): Error {
+  try {
+    fn();
+  } catch (e) {
+    if (!(e instanceof errorClass)) throw new Error(`expected ${errorClass.name}, got ${e}`);
+    if (!e.message.includes(includes)) {
+      throw new Error(`expected a message containing "${includes}", got "${e.message}"`);
+    }
+    return e;
+  }
+  throw new Error(`expected ${errorClass.name} containing "${includes}", nothing was thrown`);
+}
+
+/** Async twin of {@link assertThrows}. */
+export async function assertRejects(
+  fn: () => Promise<unknown>,
+  errorClass: new (...args: never[]) => Error,
+  includes = "",
+): Promise<Error> {
+  try {
+    await fn();
+  } catch (e) {
+    if (!(e instanceof errorClass)) throw new Error(`expected ${errorClass.name}, got ${e}`);
+    if (!e.message.includes(includes)) {
+      throw new Error(`expected a message containing "${includes}", got "${e.message}"`);
+    }
+    return e;
+  }
+  throw new Error(`expected ${errorClass.name} containing "${includes}", nothing was thrown`);
 }

@@ -1,0 +1,414 @@
+/**
+ * Model configurations and the registry of named variants (SPEC §1–2). A variant only states depth, width,
+ * heads and tokenizer; one builder derives everything else (token counts, parameter table, cost).
+ */
+
+/** The three families of the paper. */
+export type Family = "vit" | "cvt" | "cct";
+
+/** How token positions are encoded. */
+export type PositionalEmbedding = "learnable" | "sine" | "none";
+
+/** Every option of a model; the registry fills them from a name. */
+export interface ModelConfig {
+  /** Registered name this config came from, or "custom". */
+  name: string;
+  family: Family;
+  /** Encoder blocks. */
+  layers: number;
+  heads: number;
+  /** Embedding width d. */
+  dim: number;
+  /** MLP hidden width = dim · mlpRatio. */
+  mlpRatio: number;
+  imgHeight: number;
+  imgWidth: number;
+  inChannels: number;
+  numClasses: number;
+  positionalEmbedding: PositionalEmbedding;
+  dropout: number;
+  attentionDropout: number;
+  stochasticDepth: number;
+  /** CCT: conv kernel size; ViT-Lite/CVT: patch size. */
+  kernelSize: number;
+  /** CCT: number of conv → ReLU → max-pool blocks (1 for ViT-Lite/CVT). */
+  convLayers: number;
+  /** CCT: channels between conv layers (the official `in_planes`, 64). */
+  convChannels: number;
+}
+
+/** Options a user may override when building a model (SPEC §2: every model accepts these). */
+export interface ModelOptions {
+  /** Square image size, or [height, width]. */
+  imgSize?: number | [number, number];
+  inChannels?: number;
+  numClasses?: number;
+  positionalEmbedding?: PositionalEmbedding;
+  dropout?: number;
+  attentionDropout?: number;
+  stochasticDepth?: number;
+  /** CCT kernel size / ViT-Lite and CVT patch size. */
+  kernelSize?: number;
+  /** CCT conv-layer count. */
+  convLayers?: number;
+}
+
+const widths: Record<number, { heads: number; mlpRatio: number; dim: number }> = {
+  2: { heads: 2, mlpRatio: 1, dim: 128 },
+  4: { heads: 2, mlpRatio: 1, dim: 128 },
+  6: { heads: 4, mlpRatio: 2, dim: 256 },
+  7: { heads: 4, mlpRatio: 2, dim: 256 },
+  14: { heads: 6, mlpRatio: 3, dim: 384 },
+};
+
+interface Variant {
+  family: Family;
+  layers: number;
+  kernelSize: number;
+  convLayers: number;
+  imgSize: number;
+  numClasses: number;
+  positionalEmbedding: PositionalEmbedding;
+}
+
+const registry = new Map<string, Variant>();
+
+function register(name: string, v: Omit<Variant, "positionalEmbedding">, sine = true): void {
+  registry.set(name, { ...v, positionalEmbedding: "learnable" });
+  if (sine) registry.set(`${name}_sine`, { ...v, positionalEmbedding: "sine" });
+}
+
+for (const layers of [2, 4, 6, 7]) {
+  register(`vit_${layers}_4_32`, {
+    family: "vit",
+    layers,
+    kernelSize: 4,
+    convLayers: 1,
+    imgSize: 32,
+    numClasses: 10,
+  });
+  register(`cvt_${layers}_4_32`, {
+    family: "cvt",
+    layers,
+    kernelSize: 4,
+    convLayers: 1,
+    imgSize: 32,
+    numClasses: 10,
+  });
+}
+for (const [layers, k, n] of [[2, 3, 2], [4, 3, 2], [6, 3, 1], [6, 3, 2], [7, 3, 1], [7, 3, 2]]) {
+  register(`cct_${layers}_${k}x${n}_32`, {
+    family: "cct",
+    layers,
+    kernelSize: k,
+    convLayers: n,
+    imgSize: 32,
+    numClasses: 10,
+  });
+}
+// The official CIFAR-100 twins put `_sine` before `_c100`.
+register("cct_7_3x1_32_c100", {
+  family: "cct",
+  layers: 7,
+  kernelSize: 3,
+  convLayers: 1,
+  imgSize: 32,
+  numClasses: 100,
+}, false);
+registry.set("cct_7_3x1_32_sine_c100", {
+  ...registry.get("cct_7_3x1_32_c100")!,
+  positionalEmbedding: "sine",
+});
+register("cct_7_7x2_224", {
+  family: "cct",
+  layers: 7,
+  kernelSize: 7,
+  convLayers: 2,
+  imgSize: 224,
+  numClasses: 102,
+});
+register("cct_14_7x2_224", {
+  family: "cct",
+  layers: 14,
+  kernelSize: 7,
+  convLayers: 2,
+  imgSize: 224,
+  numClasses: 1000,
+});
+register("cct_14_7x2_384", {
+  family: "cct",
+  layers: 14,
+  kernelSize: 7,
+  convLayers: 2,
+  imgSize: 384,
+  numClasses: 1000,
+});
+register("cct_14_7x2_384_fl", {
+  family: "cct",
+  layers: 14,
+  kernelSize: 7,
+  convLayers: 2,
+  imgSize: 384,
+  numClasses: 102,
+});
+
+/** Every registered model name, in registry order. */
+export function modelNames(): string[] {
+  return [...registry.keys()];
+}
+
+/**
+ * The full configuration of a registered model, with overrides applied.
+ * Throws a RangeError listing close names when `name` is unknown.
+ */
+export function modelConfig(name: string, options: ModelOptions = {}): ModelConfig {
+  const v = registry.get(name);
+  if (!v) {
+    const stem = name.split("_").slice(0, 2).join("_");
+    const near = modelNames().filter((n) => n.startsWith(stem));
+    throw new RangeError(
+      `unknown model "${name}"${near.length ? `; did you mean ${near.join(", ")}?` : ""} ` +
+        `(\`cli.ts info\` lists all)`,
+    );
+  }
+  return customConfig({ name, family: v.family, layers: v.layers, ...widths[v.layers] }, {
+    imgSize: v.imgSize,
+    numClasses: v.numClasses,
+    positionalEmbedding: v.positionalEmbedding,
+    kernelSize: v.kernelSize,
+    convLayers: v.convLayers,
+    ...options,
+  });
+}
+
+/** A configuration from explicit architecture numbers (the generic constructors). */
+export function customConfig(
+  arch: { name?: string; family: Family; layers: number; heads: number; dim: number; mlpRatio: number },
+  options: ModelOptions = {},
+): ModelConfig {
+  const [h, w] = typeof options.imgSize === "number"
+    ? [options.imgSize, options.imgSize]
+    : options.imgSize ?? [32, 32];
+  const config: ModelConfig = {
+    name: arch.name ?? "custom",
+    family: arch.family,
+    layers: arch.layers,
+    heads: arch.heads,
+    dim: arch.dim,
+    mlpRatio: arch.mlpRatio,
+    imgHeight: h,
+    imgWidth: w,
+    inChannels: options.inChannels ?? 3,
+    numClasses: options.numClasses ?? 10,
+    positionalEmbedding: options.positionalEmbedding ?? "learnable",
+    dropout: options.dropout ?? 0,
+    attentionDropout: options.attentionDropout ?? 0.1,
+    stochasticDepth: options.stochasticDepth ?? 0.1,
+    kernelSize: options.kernelSize ?? (arch.family === "cct" ? 3 : 4),
+    convLayers: arch.family === "cct" ? options.convLayers ?? 2 : 1,
+    convChannels: 64,
+  };
+  validateConfig(config);
+  return config;
+}
+
+function validateConfig(c: ModelConfig): void {
+  const positive = (what: string, v: number) => {
+    if (!Number.isInteger(v) || v < 1) {
+      throw new RangeError(`model ${c.name}: ${what} must be a positive integer, got ${v}`);
+    }
+  };
+  positive("layers", c.layers);
+  positive("heads", c.heads);
+  positive("dim", c.dim);
+  positive("image height", c.imgHeight);
+  positive("image width", c.imgWidth);
+  positive("input channels", c.inChannels);
+  positive("number of classes", c.numClasses);
+  positive("kernel size", c.kernelSize);
+  positive("conv layers", c.convLayers);
+  if (c.dim % c.heads !== 0) {
+    throw new RangeError(`model ${c.name}: dim ${c.dim} is not divisible by ${c.heads} heads`);
+  }
+  for (
+    const [what, p] of [["dropout", c.dropout], ["attention dropout", c.attentionDropout], [
+      "stochastic depth",
+      c.stochasticDepth,
+    ]] as const
+  ) {
+    if (!(p >= 0 && p < 1)) throw new RangeError(`model ${c.name}: ${what} must be in [0, 1), got ${p}`);
+  }
+  if (!["learnable", "sine", "none"].includes(c.positionalEmbedding)) {
+    throw new RangeError(`model ${c.name}: positional embedding must be learnable, sine or none`);
+  }
+  const g = tokenizerGeometry(c);
+  if (g.tokensH < 1 || g.tokensW < 1) {
+    throw new RangeError(
+      `model ${c.name}: image ${c.imgHeight}×${c.imgWidth} is too small for its tokenizer`,
+    );
+  }
+}
+
+/** One conv (→ ReLU → max-pool) stage of the tokenizer. */
+export interface ConvStage {
+  inChannels: number;
+  outChannels: number;
+  kernel: number;
+  stride: number;
+  padding: number;
+  bias: boolean;
+  /** CCT stages apply ReLU then MaxPool2d(3, 2, 1); patch embeddings neither. */
+  reluPool: boolean;
+  inH: number;
+  inW: number;
+  convH: number;
+  convW: number;
+  /** Spatial size after the stage (after the pool if any). */
+  outH: number;
+  outW: number;
+}
+
+/** Tokenizer stages and the resulting token grid. */
+export function tokenizerGeometry(c: ModelConfig): { stages: ConvStage[]; tokensH: number; tokensW: number } {
+  const stages: ConvStage[] = [];
+  let h = c.imgHeight, w = c.imgWidth;
+  const conv = (x: number, k: number, s: number, p: number) => Math.floor((x + 2 * p - k) / s) + 1;
+  const pool = (x: number) => Math.floor((x + 2 - 3) / 2) + 1;
+  if (c.family === "cct") {
+    const k = c.kernelSize;
+    const stride = Math.max(1, Math.floor(k / 2) - 1), padding = Math.max(1, Math.floor(k / 2));
+    for (let j = 0; j < c.convLayers; j++) {
+      const inC = j === 0 ? c.inChannels : c.convChannels;
+      const outC = j === c.convLayers - 1 ? c.dim : c.convChannels;
+      const ch = conv(h, k, stride, padding), cw = conv(w, k, stride, padding);
+      const oh = pool(ch), ow = pool(cw);
+      stages.push({
+        inChannels: inC,
+        outChannels: outC,
+        kernel: k,
+        stride,
+        padding,
+        bias: false,
+        reluPool: true,
+        inH: h,
+        inW: w,
+        convH: ch,
+        convW: cw,
+        outH: oh,
+        outW: ow,
+      });
+      h = oh, w = ow;
+    }
+  } else {
+    const p = c.kernelSize;
+    const ch = conv(h, p, p, 0), cw = conv(w, p, p, 0);
+    stages.push({
+      inChannels: c.inChannels,
+      outChannels: c.dim,
+      kernel: p,
+      stride: p,
+      padding: 0,
+      bias: true,
+      reluPool: false,
+      inH: h,
+      inW: w,
+      convH: ch,
+      convW: cw,
+      outH: ch,
+      outW: cw,
+    });
+    h = ch, w = cw;
+  }
+  return { stages, tokensH: h, tokensW: w };
+}
+
+/** Tokens out of the tokenizer (N). */
+export function tokenCount(c: ModelConfig): number {
+  const g = tokenizerGeometry(c);
+  return g.tokensH * g.tokensW;
+}
+
+/** Sequence length inside the encoder (N, plus the class token for ViT-Lite). */
+export function sequenceLength(c: ModelConfig): number {
+  return tokenCount(c) + (c.family === "vit" ? 1 : 0);
+}
+
+/** How a parameter is initialised (SPEC §1, "Initialisation"). */
+export type InitKind = "trunc_normal_0.02" | "trunc_normal_0.2" | "kaiming_conv" | "zeros" | "ones" | "sine";
+
+/** One entry of the parameter table, under its official state-dict name. */
+export interface ParameterSpec {
+  name: string;
+  shape: number[];
+  init: InitKind;
+  /** Weight decay applies (≥ 2-D weights; never biases, norm affine, embeddings' 1-D). */
+  decay: boolean;
+  /** False for the frozen sine table (stored in checkpoints, not trained). */
+  trainable: boolean;
+}
+
+/** The parameter table in the official state-dict order. */
+export function parameterSpecs(c: ModelConfig): ParameterSpec[] {
+  const d = c.dim, r = c.dim * c.mlpRatio;
+  const specs: ParameterSpec[] = [];
+  const add = (name: string, shape: number[], init: InitKind, trainable = true) =>
+    specs.push({ name, shape, init, decay: shape.length > 1 && init !== "sine", trainable });
+  tokenizerGeometry(c).stages.forEach((s, j) => {
+    add(
+      `tokenizer.conv_layers.${j}.0.weight`,
+      [s.outChannels, s.inChannels, s.kernel, s.kernel],
+      "kaiming_conv",
+    );
+    if (s.bias) add(`tokenizer.conv_layers.${j}.0.bias`, [s.outChannels], "zeros");
+  });
+  if (c.family === "vit") add("classifier.class_emb", [1, 1, d], "zeros");
+  else {
+    add("classifier.attention_pool.weight", [1, d], "trunc_normal_0.02");
+    add("classifier.attention_pool.bias", [1], "zeros");
+  }
+  if (c.positionalEmbedding === "learnable") {
+    add("classifier.positional_emb", [1, sequenceLength(c), d], "trunc_normal_0.2");
+  } else if (c.positionalEmbedding === "sine") {
+    add("classifier.positional_emb", [1, sequenceLength(c), d], "sine", false);
+  }
+  for (let i = 0; i < c.layers; i++) {
+    const p = `classifier.blocks.${i}`;
+    add(`${p}.pre_norm.weight`, [d], "ones");
+    add(`${p}.pre_norm.bias`, [d], "zeros");
+    add(`${p}.self_attn.qkv.weight`, [3 * d, d], "trunc_normal_0.02");
+    add(`${p}.self_attn.proj.weight`, [d, d], "trunc_normal_0.02");
+    add(`${p}.self_attn.proj.bias`, [d], "zeros");
+    add(`${p}.linear1.weight`, [r, d], "trunc_normal_0.02");
+    add(`${p}.linear1.bias`, [r], "zeros");
+    add(`${p}.norm1.weight`, [d], "ones");
+    add(`${p}.norm1.bias`, [d], "zeros");
+    add(`${p}.linear2.weight`, [d, r], "trunc_normal_0.02");
+    add(`${p}.linear2.bias`, [d], "zeros");
+  }
+  add("classifier.norm.weight", [d], "ones");
+  add("classifier.norm.bias", [d], "zeros");
+  add("classifier.fc.weight", [c.numClasses, d], "trunc_normal_0.02");
+  add("classifier.fc.bias", [c.numClasses], "zeros");
+  return specs;
+}
+
+/** Learnable parameters (the sine table is stored but not counted, as in PyTorch's `requires_grad` count). */
+export function parameterCount(c: ModelConfig): number {
+  return parameterSpecs(c)
+    .filter((p) => p.trainable)
+    .reduce((n, p) => n + p.shape.reduce((a, b) => a * b, 1), 0);
+}
+
+/** Forward multiply-accumulates per image: conv + linear, and attention's two batched matmuls. */
+export function forwardMacs(c: ModelConfig): { convLinear: number; attention: number; total: number } {
+  let convLinear = 0;
+  for (const s of tokenizerGeometry(c).stages) {
+    convLinear += s.convH * s.convW * s.outChannels * s.inChannels * s.kernel * s.kernel;
+  }
+  const n = sequenceLength(c), d = c.dim, r = c.dim * c.mlpRatio;
+  convLinear += c.layers * n * (3 * d * d + d * d + 2 * d * r);
+  if (c.family !== "vit") convLinear += n * d; // attention_pool
+  convLinear += d * c.numClasses;
+  const attention = c.layers * 2 * n * n * d;
+  return { convLinear, attention, total: convLinear + attention };
+}
