@@ -45,6 +45,14 @@ export class Tensor {
     return { buffer: this.buffer, offset: this.offset, size: Math.max(4, this.byteLength) };
   }
 
+  /** A view of this tensor's first elements under `shape` (a scratch buffer serving several sizes). */
+  prefix(shape: readonly number[]): Tensor {
+    if (sizeOf(shape) > this.size) {
+      throw new TypeError(`tensor ${this.label}: [${shape}] does not fit in [${this.shape}]`);
+    }
+    return new Tensor(this.buffer, shape, this.offset, this.label);
+  }
+
   /** The same memory under another shape of equal size. */
   reshape(shape: readonly number[]): Tensor {
     if (sizeOf(shape) !== this.size) {
@@ -180,6 +188,55 @@ export class Arena {
   destroy(): void {
     this.buffer?.destroy();
     this.buffer = undefined;
+    this.#tensors.clear();
+  }
+}
+
+/**
+ * Named tensors, each in a buffer of its own. Activations need this: WebGPU forbids binding one buffer both
+ * read-write and read-only in a dispatch, even at disjoint ranges, and layers read one activation while writing
+ * the next. (Parameters and gradients are only ever read, or only written, within a dispatch: they use an Arena.)
+ */
+export class BufferTable {
+  #shapes = new Map<string, readonly number[]>();
+  #tensors = new Map<string, Tensor>();
+
+  constructor(readonly label: string) {}
+
+  reserve(name: string, shape: readonly number[]): void {
+    if (this.#shapes.has(name)) throw new Error(`${this.label}: "${name}" twice`);
+    this.#shapes.set(name, shape);
+  }
+
+  allocate(gpu: Gpu): this {
+    for (const [name, shape] of this.#shapes) {
+      if (sizeOf(shape) * 4 > gpu.device.limits.maxStorageBufferBindingSize) {
+        throw new RangeError(`${this.label}: "${name}" [${shape}] is larger than one storage binding`);
+      }
+      this.#tensors.set(name, createTensor(gpu, shape, `${this.label}: ${name}`));
+    }
+    return this;
+  }
+
+  get(name: string): Tensor {
+    const t = this.#tensors.get(name);
+    if (!t) throw new Error(`${this.label}: no tensor "${name}"`);
+    return t;
+  }
+
+  has(name: string): boolean {
+    return this.#shapes.has(name);
+  }
+
+  /** Total bytes of all tensors. */
+  get byteLength(): number {
+    let n = 0;
+    for (const s of this.#shapes.values()) n += sizeOf(s) * 4;
+    return n;
+  }
+
+  destroy(): void {
+    for (const t of this.#tensors.values()) t.buffer.destroy();
     this.#tensors.clear();
   }
 }

@@ -1,0 +1,136 @@
+/**
+ * Checkpoint adapters: matching a state dict against a model's parameter table (all problems reported at once),
+ * and the non-strict fine-tuning conversions (drop the classifier on a class-count change, resize a learnable
+ * positional embedding to a new token grid).
+ */
+import { type ModelConfig, parameterSpecs, tokenizerGeometry } from "./config.ts";
+import { sinePositionalTable } from "./init.ts";
+
+/** A tensor as read from a weight file. */
+export interface HostTensor {
+  shape: number[];
+  data: Float32Array | Int32Array;
+}
+
+/** Options of {@link matchStateDict}. */
+export interface MatchOptions {
+  /** Reject anything that does not match exactly (default). Non-strict adapts what it can and drops the head. */
+  strict?: boolean;
+  /** Label of the source in error messages (a file path). */
+  source?: string;
+}
+
+/** What a non-strict load changed, for the caller to report. */
+export interface MatchReport {
+  /** Parameters not taken from the file (kept at their initial values). */
+  reinitialised: string[];
+  /** Parameters converted (positional embedding resized). */
+  adapted: string[];
+  /** Names in the file that the model does not have. */
+  ignored: string[];
+}
+
+/**
+ * Maps a state dict onto `config`'s parameter table. Strict: every name present with its exact shape, nothing
+ * unexpected, else one TypeError listing every problem. Non-strict: `classifier.fc.*` of another class count is
+ * skipped (re-initialised), a learnable positional embedding of another grid is resized bilinearly, a sine table is
+ * regenerated, unknown names are ignored; other mismatches still fail.
+ */
+export function matchStateDict(
+  config: ModelConfig,
+  tensors: Map<string, HostTensor>,
+  { strict = true, source = "state dict" }: MatchOptions = {},
+): { values: Map<string, Float32Array>; report: MatchReport } {
+  const values = new Map<string, Float32Array>();
+  const report: MatchReport = { reinitialised: [], adapted: [], ignored: [] };
+  const missing: string[] = [], misshaped: string[] = [], wrongType: string[] = [];
+  const specs = parameterSpecs(config);
+  const known = new Set(specs.map((s) => s.name));
+  const unexpected = [...tensors.keys()].filter((n) => !known.has(n));
+
+  for (const spec of specs) {
+    const t = tensors.get(spec.name);
+    if (!t) {
+      if (!strict && (spec.name.startsWith("classifier.fc.") || spec.init === "sine")) {
+        report.reinitialised.push(spec.name);
+      } else missing.push(spec.name);
+      continue;
+    }
+    if (!(t.data instanceof Float32Array)) {
+      wrongType.push(`${spec.name} (integer data)`);
+      continue;
+    }
+    if (sameShape(t.shape, spec.shape)) {
+      values.set(spec.name, t.data);
+      continue;
+    }
+    if (!strict && spec.name.startsWith("classifier.fc.")) {
+      report.reinitialised.push(spec.name);
+    } else if (!strict && spec.name === "classifier.positional_emb" && spec.init === "sine") {
+      values.set(spec.name, sinePositionalTable(spec.shape[1], spec.shape[2]));
+      report.adapted.push(spec.name);
+    } else if (
+      !strict && spec.name === "classifier.positional_emb" && t.shape.length === 3 &&
+      t.shape[2] === spec.shape[2]
+    ) {
+      const resized = resizePositionalEmbedding(t.data, t.shape[1], config);
+      if (resized) {
+        values.set(spec.name, resized);
+        report.adapted.push(spec.name);
+      } else misshaped.push(describe(spec.name, t.shape, spec.shape));
+    } else misshaped.push(describe(spec.name, t.shape, spec.shape));
+  }
+  if (!strict) report.ignored.push(...unexpected);
+  const problems = [
+    missing.length ? `missing ${missing.length}: ${missing.join(", ")}` : "",
+    strict && unexpected.length ? `unexpected ${unexpected.length}: ${unexpected.join(", ")}` : "",
+    misshaped.length ? `wrong shape ${misshaped.length}: ${misshaped.join(", ")}` : "",
+    wrongType.length ? `wrong dtype: ${wrongType.join(", ")}` : "",
+  ].filter((p) => p);
+  if (problems.length) {
+    throw new TypeError(`${source}: does not fit model ${config.name}: ${problems.join("; ")}`);
+  }
+  return { values, report };
+}
+
+function sameShape(a: readonly number[], b: readonly number[]): boolean {
+  return a.length === b.length && a.every((v, i) => v === b[i]);
+}
+
+function describe(name: string, got: readonly number[], want: readonly number[]): string {
+  return `${name} [${got}] (model expects [${want}])`;
+}
+
+/**
+ * Resizes a learnable positional table [1, N', d] saved for a square grid to this model's token grid by 2-D
+ * bilinear interpolation (align_corners false, as `F.interpolate`), keeping a ViT-Lite class-token row.
+ * Returns undefined when the saved table is not a square grid.
+ */
+export function resizePositionalEmbedding(
+  table: Float32Array,
+  savedRows: number,
+  config: ModelConfig,
+): Float32Array | undefined {
+  const d = config.dim;
+  const extra = config.family === "vit" ? 1 : 0;
+  const side = Math.round(Math.sqrt(savedRows - extra));
+  if (side * side !== savedRows - extra) return undefined;
+  const { tokensH: oh, tokensW: ow } = tokenizerGeometry(config);
+  const out = new Float32Array((oh * ow + extra) * d);
+  if (extra) out.set(table.subarray(0, d), 0);
+  const src = (y: number, x: number, c: number) => table[(extra + y * side + x) * d + c];
+  for (let y = 0; y < oh; y++) {
+    // align_corners=false: source coordinate = (dst + 0.5)·scale − 0.5, clamped at 0
+    const sy = Math.max(0, (y + 0.5) * (side / oh) - 0.5);
+    const y0 = Math.min(Math.floor(sy), side - 1), y1 = Math.min(y0 + 1, side - 1), fy = sy - y0;
+    for (let x = 0; x < ow; x++) {
+      const sx = Math.max(0, (x + 0.5) * (side / ow) - 0.5);
+      const x0 = Math.min(Math.floor(sx), side - 1), x1 = Math.min(x0 + 1, side - 1), fx = sx - x0;
+      for (let c = 0; c < d; c++) {
+        out[(extra + y * ow + x) * d + c] = (1 - fy) * ((1 - fx) * src(y0, x0, c) + fx * src(y0, x1, c)) +
+          fy * ((1 - fx) * src(y1, x0, c) + fx * src(y1, x1, c));
+      }
+    }
+  }
+  return out;
+}
