@@ -82,3 +82,45 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 }
 `;
 }
+
+/** T = vec4<f32> when the length is a multiple of 4 (then `Sizes.n` counts vec4s), else f32. */
+function vecAlias(width: 1 | 4): string {
+  return `alias T = ${width === 4 ? "vec4<f32>" : "f32"};`;
+}
+
+/** out += a, or out = a (a copy) when `overwrite`. Bindings: sizes {n}, out, a. */
+export function accumulateWgsl(width: 1 | 4, overwrite: boolean): string {
+  const wg = ELEMENTWISE_WORKGROUP;
+  return /* wgsl */ `
+${header(wg)}
+${vecAlias(width)}
+@group(0) @binding(0) var<uniform> sizes: Sizes;
+@group(0) @binding(1) var<storage, read_write> out: array<T>;
+@group(0) @binding(2) var<storage, read> a: array<T>;
+@compute @workgroup_size(${wg})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let i = linear_index(gid, nwg);
+  if (i >= sizes.n) { return; }
+  ${overwrite ? "out[i] = a[i];" : "out[i] = out[i] + a[i];"}
+}
+`;
+}
+
+/** y = alpha·x. Bindings: sizes {n, alpha}, y, x; with `inPlace` (y is x): sizes, y. */
+export function scaleWgsl(width: 1 | 4, inPlace: boolean): string {
+  const wg = ELEMENTWISE_WORKGROUP;
+  return /* wgsl */ `
+${LINEAR_INDEX_WGSL(wg)}
+${vecAlias(width)}
+struct Sizes { n: u32, alpha: f32 }
+@group(0) @binding(0) var<uniform> sizes: Sizes;
+@group(0) @binding(1) var<storage, read_write> y: array<T>;
+${inPlace ? "" : "@group(0) @binding(2) var<storage, read> x: array<T>;"}
+@compute @workgroup_size(${wg})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let i = linear_index(gid, nwg);
+  if (i >= sizes.n) { return; }
+  y[i] = ${inPlace ? "y[i]" : "x[i]"} * sizes.alpha;
+}
+`;
+}

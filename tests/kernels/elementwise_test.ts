@@ -1,5 +1,5 @@
 import * as ref from "../reference/elementwise.ts";
-import { add, geluBackward, geluForward } from "../../lib/kernels/elementwise.ts";
+import { accumulate, add, copy, geluBackward, geluForward, scale } from "../../lib/kernels/elementwise.ts";
 import {
   assertClose,
   checkGradients,
@@ -62,4 +62,28 @@ Deno.test("add matches the reference on a size over 65,535 workgroups' worth", a
   const out = poisoned(gpu, [n]);
   await runPlan(gpu, (plan) => add(plan, out, upload(gpu, a, [n]), upload(gpu, b, [n])));
   await expectTensor(gpu, "add", out, ref.add(a, b), { atol: 0, rtol: 1e-7 });
+});
+
+for (const n of [1, 6, 1024, 70_001]) {
+  Deno.test(`accumulate, copy and scale match the reference, in place too (n=${n})`, async () => {
+    const gpu = await testGpu();
+    const a = randn(n, 30 + n), b = randn(n, 40 + n);
+    const acc = upload(gpu, b, [n], "acc"), dst = poisoned(gpu, [n], "dst"), y = poisoned(gpu, [n], "y");
+    const inPlace = upload(gpu, a, [n], "inPlace"), at = upload(gpu, a, [n], "a");
+    await runPlan(gpu, (plan) => {
+      accumulate(plan, acc, at);
+      copy(plan, dst, at);
+      scale(plan, y, at, -0.375);
+      scale(plan, inPlace, inPlace, 3);
+    });
+    await expectTensor(gpu, "accumulate", acc, ref.accumulate(b, a), { atol: 0, rtol: 1e-7 });
+    await expectTensor(gpu, "copy", dst, a, { atol: 0, rtol: 0 });
+    await expectTensor(gpu, "scale", y, ref.scale(a, -0.375), { atol: 0, rtol: 1e-7 });
+    await expectTensor(gpu, "scale (in place)", inPlace, ref.scale(a, 3), { atol: 0, rtol: 1e-7 });
+  });
+}
+
+Deno.test("reference scale matches finite differences", () => {
+  const x = randn(10, 3), probe = randn(10, 4);
+  checkGradients("scale", ([x]) => dot(ref.scale(x, 1.7), probe), [x], [ref.scale(probe, 1.7)]);
 });

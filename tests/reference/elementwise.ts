@@ -47,3 +47,13 @@ export function geluBackward(dy: Float64Array, x: Float64Array): Float64Array {
 export function add(a: Float64Array, b: Float64Array): Float64Array {
   return a.map((v, i) => v + b[i]);
 }
+
+/** out + a (accumulate). */
+export function accumulate(out: Float64Array, a: Float64Array): Float64Array {
+  return out.map((v, i) => v + a[i]);
+}
+
+/** alpha·x. */
+export function scale(x: Float64Array, alpha: number): Float64Array {
+  return x.map((v) => alpha * v);
+}
