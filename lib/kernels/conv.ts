@@ -1,0 +1,627 @@
+/**
+ * Typed wrappers of the convolutional tokenizer kernels (`shaders/conv.ts`): conv2d forward (bias, ReLU and the
+ * tokens layout fused) and backward (data, weights, bias), max-pool with argmax and its gather backward (ReLU's
+ * backward fused), ReLU backward and the NCHW ↔ tokens layout change. Arguments: outputs, inputs, weights, options.
+ *
+ * Layouts follow PyTorch: input NCHW, weight [C_out, C_in, k, k]; an output in `"tokens"` layout is
+ * [B, OH·OW, C] with token = oh·OW + ow, and a backward given that layout reads dy the same way.
+ */
+import { grid1d, type Plan } from "../gpu/plan.ts";
+import { createTensor, type Tensor } from "../gpu/tensor.ts";
+import {
+  conv2dBackwardBiasWgsl,
+  conv2dBackwardDataNaiveWgsl,
+  conv2dBackwardDataSubgroupWgsl,
+  conv2dBackwardDataWgsl,
+  conv2dBackwardWeightsNaiveWgsl,
+  conv2dBackwardWeightsWgsl,
+  conv2dForwardNaiveWgsl,
+  conv2dForwardSubgroupWgsl,
+  conv2dForwardWgsl,
+  CONV_WORKGROUP,
+  type ConvDims,
+  type ConvLayout,
+  convLayoutWgsl,
+  convSplitReduceWgsl,
+  convWeightTransposeWgsl,
+  maxPool2dBackwardWgsl,
+  maxPool2dForwardWgsl,
+  paddedChannels,
+  type PoolDims,
+  reluBackwardWgsl,
+  tapRowsPerBlock,
+} from "../../shaders/conv.ts";
+
+export type { ConvLayout } from "../../shaders/conv.ts";
+
+/** Kernel variants of the conv2d family. */
+export type ConvVariant = "subgroup" | "blocked" | "naive";
+
+/** Sizes of one conv2d layer. */
+export interface Conv2dOptions {
+  batch: number;
+  inChannels: number;
+  height: number;
+  width: number;
+  outChannels: number;
+  /** Square kernel size k. */
+  kernel: number;
+  stride: number;
+  padding: number;
+  /** Layout of y (forward) and of dy (backward); default "nchw". */
+  outLayout?: ConvLayout;
+  /**
+   * Kernel choice for the forward and backward-data: "subgroup" (the default where subgroups of width 8 exist:
+   * Vulkan lavapipe), "blocked" (register-blocked, every adapter; the default elsewhere) or "naive" (one output
+   * per invocation, for comparison). The weight gradient has "blocked" (also used for "subgroup") and "naive".
+   */
+  variant?: ConvVariant;
+}
+
+/** Options of the conv2d forward. */
+export interface Conv2dForwardOptions extends Conv2dOptions {
+  /** Fuse y = max(y, 0). */
+  relu?: boolean;
+  /**
+   * Buffer of ≥ {@link conv2dWeightTransposeSize} elements for the weight in the blocked kernel's layout; when
+   * omitted the wrapper creates one (once, while the plan is recorded).
+   */
+  weightScratch?: Tensor;
+}
+
+/** Options of the conv2d backwards. */
+export interface Conv2dBackwardOptions extends Conv2dOptions {
+  /** Add into the gradient instead of overwriting it. */
+  accumulate?: boolean;
+}
+
+/** Options of the conv2d backward-data. */
+export interface Conv2dBackwardDataOptions extends Conv2dBackwardOptions {
+  /** As {@link Conv2dForwardOptions.weightScratch} (a separate buffer: the layouts differ). */
+  weightScratch?: Tensor;
+}
+
+/** Options of the weight gradient, whose pixel reduction may be split for parallelism. */
+export interface Conv2dBackwardWeightsOptions extends Conv2dBackwardOptions {
+  /** Ways to split the B·OH·OW reduction; default chosen from the sizes ({@link conv2dWeightSplits}). */
+  splits?: number;
+  /**
+   * Partial-sum buffer of ≥ {@link conv2dWeightScratchSize} elements, needed when splits > 1; when omitted the
+   * wrapper creates one (once, while the plan is recorded, owned by the caller's plan lifetime).
+   */
+  scratch?: Tensor;
+  /**
+   * For an NCHW dy with C_out a multiple of 4: a buffer of dy's size that first receives dy in tokens layout (so
+   * the kernel loads vec4s); created when omitted.
+   */
+  dyScratch?: Tensor;
+}
+
+/** Sizes of one pooling layer (the pool's input is NCHW). */
+export interface MaxPool2dOptions {
+  batch: number;
+  channels: number;
+  height: number;
+  width: number;
+  kernel: number;
+  stride: number;
+  padding: number;
+  /** Layout of y and argmax (forward) and of dy and argmax (backward); default "nchw". */
+  outLayout?: ConvLayout;
+}
+
+/** Options of the max-pool backward. */
+export interface MaxPool2dBackwardOptions extends MaxPool2dOptions {
+  /** The ReLU output that fed the pool: dx is multiplied by [reluOutput > 0] (ReLU's backward, fused). */
+  reluOutput?: Tensor;
+}
+
+/** Sizes of a feature map for the layout change. */
+export interface FeatureMapOptions {
+  batch: number;
+  channels: number;
+  height: number;
+  width: number;
+}
+
+/** Output size of a conv or pool along one axis: ⌊(n + 2p − k)/s⌋ + 1. */
+export function convOutputSize(n: number, kernel: number, stride: number, padding: number): number {
+  return Math.floor((n + 2 * padding - kernel) / stride) + 1;
+}
+
+/** Pixels per invocation of the forward and backward-data kernels (× up to 16 channels: 8×16 measured best). */
+const PIXEL_BLOCK = 8;
+/** Pixels per lane of the subgroup variants (× 32 channels; 4 measured faster than 2). */
+const SUBGROUP_PIXELS = 4;
+
+/** The variant used when the caller names none, or validates a named one against the adapter. */
+function chooseVariant(kernel: string, plan: Plan, wanted: ConvVariant | undefined): ConvVariant {
+  const subgroups = plan.gpu.hasSubgroups && plan.gpu.subgroupSize === 8;
+  if (wanted === "subgroup" && !subgroups) {
+    throw new RangeError(
+      `${kernel}: the subgroup variant needs subgroups of width 8 (this adapter has none)`,
+    );
+  }
+  return wanted ?? (subgroups ? "subgroup" : "blocked");
+}
+
+/** Channels per invocation: 16 (four vec4s) when there are that many, else the fewest whole vec4s. */
+function channelBlock(channels: number): number {
+  return channels >= 16 ? 16 : Math.ceil(channels / 4) * 4;
+}
+
+/**
+ * Elements of the transposed-weight buffer the fast forward (`pass: "forward"`) or backward-data (`pass: "data"`)
+ * kernels read: k·k·C_in·C_out with the vec4 side padded to a multiple of 32.
+ */
+export function conv2dWeightTransposeSize(o: Conv2dOptions, pass: "forward" | "data"): number {
+  const [vec, other] = pass === "forward" ? [o.outChannels, o.inChannels] : [o.inChannels, o.outChannels];
+  return o.kernel * o.kernel * other * paddedChannels(vec);
+}
+
+/** Records the weight transpose into `scratch` (created when not given) and returns it. */
+function transposedWeight(
+  plan: Plan,
+  name: string,
+  w: Tensor,
+  g: ConvGeometry,
+  o: Conv2dOptions,
+  forData: boolean,
+  scratch: Tensor | undefined,
+): Tensor {
+  const need = conv2dWeightTransposeSize(o, forData ? "data" : "forward");
+  const out = scratch ?? createTensor(plan.gpu, [need], `${name}:weight`);
+  if (out.size < need) throw new TypeError(`${name}: ${out.label} has ${out.size} elements, needs ${need}`);
+  plan.dispatch(
+    `${name}:transposeWeight`,
+    convWeightTransposeWgsl({ dims: convDims(g), kernel: o.kernel, forData }),
+    [{ uniform: convSizes({ m: 1 }) }, out, w],
+    grid1d(need, CONV_WORKGROUP),
+  );
+  return out;
+}
+/** Invocations the weight gradient aims for before it stops splitting the reduction (2 cores × SIMD × slack). */
+const WEIGHT_TARGET_INVOCATIONS = 4096;
+/** Taps per dy element (C_in·k·k) from which relaying an NCHW dy as tokens pays for its extra pass. */
+const RELAYOUT_MIN_REDUCTION = 64;
+/** Shortest pixel run a weight-gradient split is given. */
+const WEIGHT_MIN_CHUNK = 64;
+
+function positiveInt(kernel: string, name: string, v: number): void {
+  if (!Number.isInteger(v) || v < 1) {
+    throw new RangeError(`${kernel}: ${name} must be a positive integer, got ${v}`);
+  }
+}
+
+function expectSize(kernel: string, t: Tensor, shape: number[]): void {
+  const n = shape.reduce((a, b) => a * b, 1);
+  if (t.size !== n) {
+    throw new TypeError(`${kernel}: ${t.label} has ${t.size} elements [${t.shape}], expected [${shape}]`);
+  }
+}
+
+interface ConvGeometry {
+  b: number;
+  cin: number;
+  h: number;
+  w: number;
+  cout: number;
+  oh: number;
+  ow: number;
+  layout: ConvLayout;
+}
+
+function geometry(kernel: string, o: Conv2dOptions): ConvGeometry {
+  for (const name of ["batch", "inChannels", "height", "width", "outChannels", "kernel", "stride"] as const) {
+    positiveInt(kernel, name, o[name]);
+  }
+  if (!Number.isInteger(o.padding) || o.padding < 0 || o.padding >= o.kernel) {
+    throw new RangeError(`${kernel}: padding must be an integer in [0, kernel), got ${o.padding}`);
+  }
+  const oh = convOutputSize(o.height, o.kernel, o.stride, o.padding);
+  const ow = convOutputSize(o.width, o.kernel, o.stride, o.padding);
+  if (oh < 1 || ow < 1) {
+    throw new RangeError(`${kernel}: kernel ${o.kernel} does not fit the ${o.height}×${o.width} input`);
+  }
+  return {
+    b: o.batch,
+    cin: o.inChannels,
+    h: o.height,
+    w: o.width,
+    cout: o.outChannels,
+    oh,
+    ow,
+    layout: o.outLayout ?? "nchw",
+  };
+}
+
+function outShape(g: ConvGeometry): number[] {
+  return g.layout === "tokens" ? [g.b, g.oh * g.ow, g.cout] : [g.b, g.cout, g.oh, g.ow];
+}
+
+/** The batch-dependent sizes uniform ({ m, splits, chunk }); the geometry is baked in as constants. */
+function convSizes(f: { m: number; splits?: number; chunk?: number }): number[] {
+  return [f.m, f.splits ?? 1, f.chunk ?? f.m];
+}
+
+function convDims(g: ConvGeometry, blocks = 0, coBlocks = 0): ConvDims {
+  return { cin: g.cin, h: g.h, w: g.w, cout: g.cout, oh: g.oh, ow: g.ow, blocks, coBlocks };
+}
+
+/**
+ * y = conv2d(x, w) (+ bias) (ReLU when `relu`), x [B, C_in, H, W], w [C_out, C_in, k, k], bias [C_out];
+ * y [B, C_out, OH, OW] or, with `outLayout: "tokens"`, [B, OH·OW, C_out]. The patch embedding is this with
+ * kernel = stride = P, padding 0, a bias and the tokens layout.
+ */
+export function conv2dForward(
+  plan: Plan,
+  y: Tensor,
+  x: Tensor,
+  w: Tensor,
+  bias: Tensor | undefined,
+  o: Conv2dForwardOptions,
+): void {
+  const g = geometry("conv2dForward", o);
+  expectSize("conv2dForward", y, outShape(g));
+  expectSize("conv2dForward", x, [g.b, g.cin, g.h, g.w]);
+  expectSize("conv2dForward", w, [g.cout, g.cin, o.kernel, o.kernel]);
+  if (bias) expectSize("conv2dForward", bias, [g.cout]);
+  const m = g.b * g.oh * g.ow;
+  const shape = {
+    kernel: o.kernel,
+    stride: o.stride,
+    padding: o.padding,
+    dims: convDims(g),
+    relu: o.relu ?? false,
+    bias: bias !== undefined,
+    layout: g.layout,
+  };
+  const bindings = bias ? [y, x, w, bias] : [y, x, w];
+  const variant = chooseVariant("conv2dForward", plan, o.variant);
+  if (variant === "naive") {
+    plan.dispatch(
+      "conv2dForwardNaive",
+      conv2dForwardNaiveWgsl(shape),
+      [{ uniform: convSizes({ m }) }, ...bindings],
+      grid1d(m * g.cout, CONV_WORKGROUP),
+    );
+    return;
+  }
+  const wt = transposedWeight(plan, "conv2dForward", w, g, o, false, o.weightScratch);
+  if (variant === "subgroup") {
+    const blocks = Math.ceil(g.cout / 32), px = SUBGROUP_PIXELS;
+    plan.dispatch(
+      "conv2dForwardSubgroup",
+      conv2dForwardSubgroupWgsl({ ...shape, px }),
+      [{ uniform: convSizes({ m }) }, y, x, wt, ...(bias ? [bias] : [])],
+      grid1d(blocks * Math.ceil(m / (8 * px)) * 8, CONV_WORKGROUP),
+    );
+    return;
+  }
+  const co = channelBlock(g.cout);
+  const blocks = Math.ceil(g.cout / co);
+  plan.dispatch(
+    "conv2dForward",
+    conv2dForwardWgsl({ ...shape, dims: convDims(g, blocks), co, px: PIXEL_BLOCK }),
+    [{ uniform: convSizes({ m }) }, y, x, wt, ...(bias ? [bias] : [])],
+    grid1d(blocks * Math.ceil(m / PIXEL_BLOCK), CONV_WORKGROUP),
+  );
+}
+
+/** dx (+)= the gradient of conv2d w.r.t. its input: dx [B, C_in, H, W], dy in `outLayout`, w [C_out, C_in, k, k]. */
+export function conv2dBackwardData(
+  plan: Plan,
+  dx: Tensor,
+  dy: Tensor,
+  w: Tensor,
+  o: Conv2dBackwardDataOptions,
+): void {
+  const g = geometry("conv2dBackwardData", o);
+  expectSize("conv2dBackwardData", dx, [g.b, g.cin, g.h, g.w]);
+  expectSize("conv2dBackwardData", dy, outShape(g));
+  expectSize("conv2dBackwardData", w, [g.cout, g.cin, o.kernel, o.kernel]);
+  const m = g.b * g.h * g.w;
+  const shape = {
+    kernel: o.kernel,
+    stride: o.stride,
+    padding: o.padding,
+    dims: convDims(g),
+    layout: g.layout,
+    accumulate: o.accumulate ?? false,
+  };
+  const variant = chooseVariant("conv2dBackwardData", plan, o.variant);
+  if (variant === "naive") {
+    plan.dispatch(
+      "conv2dBackwardDataNaive",
+      conv2dBackwardDataNaiveWgsl(shape),
+      [{ uniform: convSizes({ m }) }, dx, dy, w],
+      grid1d(m * g.cin, CONV_WORKGROUP),
+    );
+    return;
+  }
+  const wt = transposedWeight(plan, "conv2dBackwardData", w, g, o, true, o.weightScratch);
+  if (variant === "subgroup") {
+    const blocks = Math.ceil(g.cin / 32), px = SUBGROUP_PIXELS;
+    plan.dispatch(
+      "conv2dBackwardDataSubgroup",
+      conv2dBackwardDataSubgroupWgsl({ ...shape, px }),
+      [{ uniform: convSizes({ m }) }, dx, dy, wt],
+      grid1d(blocks * Math.ceil(m / (8 * px)) * 8, CONV_WORKGROUP),
+    );
+    return;
+  }
+  const ci = channelBlock(g.cin);
+  const blocks = Math.ceil(g.cin / ci);
+  plan.dispatch(
+    "conv2dBackwardData",
+    conv2dBackwardDataWgsl({ ...shape, dims: convDims(g, blocks), ci, px: PIXEL_BLOCK }),
+    [{ uniform: convSizes({ m }) }, dx, dy, wt],
+    grid1d(blocks * Math.ceil(m / PIXEL_BLOCK), CONV_WORKGROUP),
+  );
+}
+
+interface WeightBlocking {
+  co: number;
+  coBlocks: number;
+  rBlocks: number;
+  m: number;
+}
+
+function weightBlocking(g: ConvGeometry, kernel: number): WeightBlocking {
+  const taps = tapRowsPerBlock(kernel) * kernel;
+  // 16 channels × 9 taps measured ~15% faster than 8 × 9 (more FMAs per load); wider taps keep 4.
+  const co = taps > 9 || g.cout <= 4 ? 4 : g.cout >= 16 ? 16 : 8;
+  return {
+    co,
+    coBlocks: Math.ceil(g.cout / co),
+    rBlocks: g.cin * Math.ceil(kernel / tapRowsPerBlock(kernel)),
+    m: g.b * g.oh * g.ow,
+  };
+}
+
+/** How many ways the weight gradient splits its pixel reduction by default (1: no split, no scratch). */
+export function conv2dWeightSplits(o: Conv2dOptions): number {
+  const g = geometry("conv2dWeightSplits", o);
+  const k = weightBlocking(g, o.kernel);
+  const want = Math.ceil(WEIGHT_TARGET_INVOCATIONS / (k.coBlocks * k.rBlocks));
+  return Math.max(1, Math.min(want, Math.floor(k.m / WEIGHT_MIN_CHUNK)));
+}
+
+/** Elements of the partial-sum buffer the weight gradient needs with `splits` (default: its own choice). */
+export function conv2dWeightScratchSize(o: Conv2dOptions & { splits?: number }): number {
+  const splits = o.splits ?? conv2dWeightSplits(o);
+  return splits > 1 ? splits * o.outChannels * o.inChannels * o.kernel * o.kernel : 0;
+}
+
+/**
+ * dw (+)= Σ over batch and pixels of dy ⊗ (the input patch), dw [C_out, C_in, k, k], dy in `outLayout`,
+ * x [B, C_in, H, W]. Register-blocked; when the weight alone has too little parallelism (the first layer: 64×9
+ * weights over 100k pixels) the reduction is split and a second dispatch folds the partial sums (deterministic).
+ */
+export function conv2dBackwardWeights(
+  plan: Plan,
+  dw: Tensor,
+  dy: Tensor,
+  x: Tensor,
+  o: Conv2dBackwardWeightsOptions,
+): void {
+  const name = "conv2dBackwardWeights";
+  const g = geometry(name, o);
+  expectSize(name, dw, [g.cout, g.cin, o.kernel, o.kernel]);
+  expectSize(name, dy, outShape(g));
+  expectSize(name, x, [g.b, g.cin, g.h, g.w]);
+  const accumulate = o.accumulate ?? false;
+  const k = weightBlocking(g, o.kernel);
+  const n = g.cout * g.cin * o.kernel * o.kernel;
+  const dims = convDims(g, k.rBlocks, k.coBlocks);
+  const geo = { kernel: o.kernel, stride: o.stride, padding: o.padding, layout: g.layout, dims };
+  if (o.variant === "naive") {
+    plan.dispatch(
+      "conv2dBackwardWeightsNaive",
+      conv2dBackwardWeightsNaiveWgsl({ ...geo, accumulate }),
+      [{ uniform: convSizes({ m: k.m }) }, dw, dy, x],
+      grid1d(n, CONV_WORKGROUP),
+    );
+    return;
+  }
+  const splits = o.splits ?? conv2dWeightSplits(o);
+  positiveInt(name, "splits", splits);
+  // An NCHW dy is first laid out as tokens so the kernel loads it as vec4s: halves the loads of a deep layer.
+  let dyRead = dy, layout = g.layout;
+  if (layout === "nchw" && g.cout % 4 === 0 && g.cin * o.kernel * o.kernel >= RELAYOUT_MIN_REDUCTION) {
+    dyRead = o.dyScratch ?? createTensor(plan.gpu, [dy.size], `${name}:dyTokens`);
+    expectSize(name, dyRead, [dy.size]);
+    const map = { batch: g.b, channels: g.cout, height: g.oh, width: g.ow };
+    layoutChange(plan, `${name}:dyTokens`, dyRead, dy, map, true);
+    layout = "tokens";
+  }
+  const tiled = { ...geo, layout };
+  const chunk = Math.ceil(k.m / splits);
+  const sizes = convSizes({ m: k.m, splits, chunk });
+  const groups = grid1d(k.rBlocks * k.coBlocks * splits, CONV_WORKGROUP);
+  if (splits === 1) {
+    plan.dispatch(
+      name,
+      conv2dBackwardWeightsWgsl({ ...tiled, accumulate, split: false, co: k.co }),
+      [{ uniform: sizes }, dw, dyRead, x],
+      groups,
+    );
+    return;
+  }
+  const need = splits * n;
+  const scratch = o.scratch ?? createTensor(plan.gpu, [need], "conv2dBackwardWeights:scratch");
+  if (scratch.size < need) {
+    throw new TypeError(`${name}: scratch ${scratch.label} has ${scratch.size} elements, needs ${need}`);
+  }
+  plan.dispatch(
+    `${name}:partial`,
+    conv2dBackwardWeightsWgsl({ ...tiled, accumulate: false, split: true, co: k.co }),
+    [{ uniform: sizes }, scratch, dyRead, x],
+    groups,
+  );
+  plan.dispatch(
+    `${name}:reduce`,
+    convSplitReduceWgsl({ dims, kernel: o.kernel, accumulate }),
+    [{ uniform: sizes }, dw, scratch],
+    grid1d(n, CONV_WORKGROUP),
+  );
+}
+
+/** db (+)= Σ over batch and pixels of dy: db [C_out], dy in `outLayout` (the patch embedding's bias). */
+export function conv2dBackwardBias(plan: Plan, db: Tensor, dy: Tensor, o: Conv2dBackwardOptions): void {
+  const g = geometry("conv2dBackwardBias", o);
+  expectSize("conv2dBackwardBias", db, [g.cout]);
+  expectSize("conv2dBackwardBias", dy, outShape(g));
+  plan.dispatch(
+    "conv2dBackwardBias",
+    conv2dBackwardBiasWgsl({ dims: convDims(g), layout: g.layout, accumulate: o.accumulate ?? false }),
+    [{ uniform: convSizes({ m: g.b * g.oh * g.ow }) }, db, dy],
+    grid1d(g.cout, CONV_WORKGROUP),
+  );
+}
+
+interface PoolGeometry {
+  b: number;
+  c: number;
+  h: number;
+  w: number;
+  oh: number;
+  ow: number;
+  layout: ConvLayout;
+}
+
+function poolGeometry(kernel: string, o: MaxPool2dOptions): PoolGeometry {
+  for (const name of ["batch", "channels", "height", "width", "kernel", "stride"] as const) {
+    positiveInt(kernel, name, o[name]);
+  }
+  if (!Number.isInteger(o.padding) || o.padding < 0 || 2 * o.padding > o.kernel) {
+    throw new RangeError(`${kernel}: padding must be an integer in [0, kernel/2], got ${o.padding}`);
+  }
+  const oh = convOutputSize(o.height, o.kernel, o.stride, o.padding);
+  const ow = convOutputSize(o.width, o.kernel, o.stride, o.padding);
+  if (oh < 1 || ow < 1) {
+    throw new RangeError(`${kernel}: window ${o.kernel} does not fit ${o.height}×${o.width}`);
+  }
+  return { b: o.batch, c: o.channels, h: o.height, w: o.width, oh, ow, layout: o.outLayout ?? "nchw" };
+}
+
+function poolShape(
+  g: PoolGeometry,
+  o: MaxPool2dOptions,
+): { dims: PoolDims; kernel: number; stride: number; padding: number } {
+  return {
+    dims: { c: g.c, h: g.h, w: g.w, oh: g.oh, ow: g.ow },
+    kernel: o.kernel,
+    stride: o.stride,
+    padding: o.padding,
+  };
+}
+
+function poolOutShape(g: PoolGeometry): number[] {
+  return g.layout === "tokens" ? [g.b, g.oh * g.ow, g.c] : [g.b, g.c, g.oh, g.ow];
+}
+
+/**
+ * Max-pool: y = the window maximum (padding is -inf and never wins; ties keep the first in scan order, as PyTorch),
+ * argmax (int32) = its position ih·W + iw in the input plane. x [B, C, H, W]; y and argmax [B, C, OH, OW] or
+ * tokens [B, OH·OW, C].
+ */
+export function maxPool2dForward(
+  plan: Plan,
+  y: Tensor,
+  argmax: Tensor,
+  x: Tensor,
+  o: MaxPool2dOptions,
+): void {
+  const g = poolGeometry("maxPool2dForward", o);
+  expectSize("maxPool2dForward", y, poolOutShape(g));
+  expectSize("maxPool2dForward", argmax, poolOutShape(g));
+  expectSize("maxPool2dForward", x, [g.b, g.c, g.h, g.w]);
+  const n = y.size;
+  plan.dispatch(
+    "maxPool2dForward",
+    maxPool2dForwardWgsl({ ...poolShape(g, o), layout: g.layout }),
+    [{ uniform: [n] }, y, argmax, x],
+    grid1d(n, CONV_WORKGROUP),
+  );
+}
+
+/**
+ * dx = the max-pool gradient, as a deterministic gather (each input element sums dy of the windows whose argmax it
+ * is); with `reluOutput` also times [reluOutput > 0], which is ReLU's backward when the pool's input is a ReLU
+ * output. dx [B, C, H, W]; dy and argmax in `outLayout`.
+ */
+export function maxPool2dBackward(
+  plan: Plan,
+  dx: Tensor,
+  dy: Tensor,
+  argmax: Tensor,
+  o: MaxPool2dBackwardOptions,
+): void {
+  const g = poolGeometry("maxPool2dBackward", o);
+  expectSize("maxPool2dBackward", dx, [g.b, g.c, g.h, g.w]);
+  expectSize("maxPool2dBackward", dy, poolOutShape(g));
+  expectSize("maxPool2dBackward", argmax, poolOutShape(g));
+  if (o.reluOutput) expectSize("maxPool2dBackward", o.reluOutput, [g.b, g.c, g.h, g.w]);
+  const n = dx.size;
+  const code = maxPool2dBackwardWgsl({
+    ...poolShape(g, o),
+    layout: g.layout,
+    relu: o.reluOutput !== undefined,
+  });
+  const bindings = o.reluOutput ? [dx, dy, argmax, o.reluOutput] : [dx, dy, argmax];
+  plan.dispatch(
+    "maxPool2dBackward",
+    code,
+    [{ uniform: [n] }, ...bindings],
+    grid1d(n, CONV_WORKGROUP),
+  );
+}
+
+/** dx = dy·[y > 0] (or dx += … when `accumulate`), y the ReLU output; any shape, equal sizes. */
+export function reluBackward(plan: Plan, dx: Tensor, dy: Tensor, y: Tensor, accumulate = false): void {
+  for (const t of [dy, y]) {
+    if (t.size !== dx.size) {
+      throw new TypeError(
+        `reluBackward: ${t.label} has ${t.size} elements [${t.shape}], expected ${dx.size}`,
+      );
+    }
+  }
+  plan.dispatch(
+    "reluBackward",
+    reluBackwardWgsl(accumulate),
+    [{ uniform: [dx.size] }, dx, dy, y],
+    grid1d(dx.size, CONV_WORKGROUP),
+  );
+}
+
+function layoutChange(
+  plan: Plan,
+  name: string,
+  out: Tensor,
+  src: Tensor,
+  o: FeatureMapOptions,
+  tokens: boolean,
+) {
+  for (const key of ["batch", "channels", "height", "width"] as const) positiveInt(name, key, o[key]);
+  const nchw = [o.batch, o.channels, o.height, o.width];
+  const tok = [o.batch, o.height * o.width, o.channels];
+  expectSize(name, out, tokens ? tok : nchw);
+  expectSize(name, src, tokens ? nchw : tok);
+  plan.dispatch(
+    name,
+    convLayoutWgsl({ c: o.channels, h: o.height, w: o.width, oh: 0, ow: 0 }, tokens),
+    [{ uniform: [out.size] }, out, src],
+    grid1d(out.size, CONV_WORKGROUP),
+  );
+}
+
+/** Tokens [B, H·W, C] from a feature map [B, C, H, W] (token = h·W + w). */
+export function nchwToTokens(plan: Plan, tokens: Tensor, x: Tensor, o: FeatureMapOptions): void {
+  layoutChange(plan, "nchwToTokens", tokens, x, o, true);
+}
+
+/** A feature map [B, C, H, W] from tokens [B, H·W, C] (e.g. to send a token gradient back into NCHW). */
+export function tokensToNchw(plan: Plan, x: Tensor, tokens: Tensor, o: FeatureMapOptions): void {
+  layoutChange(plan, "tokensToNchw", x, tokens, o, false);
+}

@@ -1,0 +1,962 @@
+/**
+ * Convolutional tokenizer kernels: conv2d (cross-correlation, PyTorch layouts: input NCHW, weight
+ * [C_out, C_in, k, k]) forward with fused bias and ReLU, its three backwards, max-pool with saved argmax, ReLU
+ * backward and the NCHW ↔ tokens ([B, H·W, C]) layout change.
+ *
+ * The fast conv kernels are implicit GEMMs, register-blocked: each invocation owns a small block of outputs
+ * (several channels × several pixels) in vec4 accumulators and loops over the reduction without workgroup memory or
+ * barriers (on llvmpipe barriers cost more than the reuse they buy; see PERF.md). What decides their speed on
+ * llvmpipe is the number of load instructions per FMA (every divergent load is a per-lane gather), hence:
+ * - the weight is first transposed (a tiny dispatch) so the forward and backward-data load it as vec4s, ≈ 2×;
+ * - on Vulkan a subgroup variant loads one weight vec4 per lane and shares the 8 with `subgroupBroadcast`, ≈ 2×
+ *   again;
+ * - the weight gradient reads dy as vec4s in tokens layout (an NCHW dy of a deep layer is relaid first);
+ * - all geometry is baked into each specialisation as constants (division by a constant vectorises, by a uniform
+ *   it is scalarised); only batch-dependent counts come from the uniform, so one pipeline serves every batch size.
+ * The naive variants (one output per invocation) exist for the benchmark comparison.
+ */
+import { LINEAR_INDEX_WGSL } from "../lib/gpu/plan.ts";
+
+/** Invocations per workgroup of every conv-family kernel (1-D, so grid1d covers large dispatches). */
+export const CONV_WORKGROUP = 64;
+
+/** Where a conv or pool output (and hence its gradient) lives: NCHW planes or tokens [B, H·W, C]. */
+export type ConvLayout = "nchw" | "tokens";
+
+/** Geometry baked into a conv specialisation. */
+export interface ConvShape {
+  kernel: number;
+  stride: number;
+  padding: number;
+}
+
+/**
+ * The batch-dependent sizes of a conv dispatch. `m`: pixels iterated (output pixels B·OH·OW for forward and
+ * weights, input pixels B·H·W for backward-data); `splits`/`chunk`: the weight-gradient split of the pixel
+ * reduction.
+ */
+const CONV_SIZES = /* wgsl */ `
+struct Sizes { m: u32, splits: u32, chunk: u32 }
+@group(0) @binding(0) var<uniform> sizes: Sizes;
+`;
+
+/**
+ * Geometry of one conv layer, baked into its kernels as constants: integer division by a uniform is scalarised
+ * on llvmpipe (8 divisions per SIMD op), by a constant it becomes a vector multiply-shift. `blocks`: channel
+ * blocks of the blocked forward / backward-data, or (ci, tap-row) blocks of the weight gradient, whose
+ * `coBlocks` counts its output-channel blocks.
+ */
+export interface ConvDims {
+  cin: number;
+  h: number;
+  w: number;
+  cout: number;
+  oh: number;
+  ow: number;
+  blocks: number;
+  coBlocks: number;
+}
+
+function convConsts(d: ConvDims, kernel: number): string {
+  return [
+    `const CIN = ${d.cin}u;`,
+    `const H = ${d.h}u;`,
+    `const W = ${d.w}u;`,
+    `const COUT = ${d.cout}u;`,
+    `const OH = ${d.oh}u;`,
+    `const OW = ${d.ow}u;`,
+    `const BLOCKS = ${d.blocks}u;`,
+    `const CO_BLOCKS = ${d.coBlocks}u;`,
+    `const N = ${d.cout * d.cin * kernel * kernel}u;`,
+  ].join("\n");
+}
+
+/** Channels per subgroup-variant block: 8 lanes × one vec4 each. */
+export const SUBGROUP_CHANNELS = 32;
+
+/** The vec4 side of a transposed weight is padded (with zeros) to whole 32-channel blocks for every variant. */
+export function paddedChannels(channels: number): number {
+  return Math.ceil(channels / SUBGROUP_CHANNELS) * SUBGROUP_CHANNELS;
+}
+
+const range = (n: number) => Array.from({ length: n }, (_, i) => i);
+const lines = (n: number, f: (i: number) => string) => range(n).map(f).join("\n");
+
+/** Channel blocks are whole vec4s. */
+function assertBlock(co: number, px: number): void {
+  if (co % 4 !== 0 || co < 4 || px < 1) throw new RangeError(`conv block ${co}×${px}: channels must be 4·n`);
+}
+
+/** The bounds test of one tap, or `true` when the geometry makes padding impossible (patch embedding). */
+function inBounds(padding: number, y: string, x: string): string {
+  return padding === 0 ? "true" : `${y} >= 0 && ${y} < hi && ${x} >= 0 && ${x} < wi`;
+}
+
+/**
+ * Register-blocked conv2d forward: each invocation computes `co` output channels × `px` consecutive output pixels
+ * (flattened over batch and plane, so blocks never waste work at row ends), looping taps outside and input
+ * channels inside so each tap's bounds test is paid once per `cin` iterations.
+ * Bindings: sizes, y, x, w[, bias].
+ */
+export function conv2dForwardWgsl(
+  o: ConvShape & {
+    dims: ConvDims;
+    relu: boolean;
+    bias: boolean;
+    layout: ConvLayout;
+    co: number;
+    px: number;
+  },
+): string {
+  assertBlock(o.co, o.px);
+  const q4 = o.co / 4;
+  const store = (i: number) => {
+    const body = lines(o.co, (j) => {
+      const value = `a${i}_${j >> 2}[${j & 3}]${o.bias ? ` + bias[co0 + ${j}u]` : ""}`;
+      const index = o.layout === "tokens"
+        ? `m${i} * COUT + co0 + ${j}u`
+        : `(b${i} * COUT + co0 + ${j}u) * plane + p${i}`;
+      return `    if (co0 + ${j}u < COUT) { y[${index}] = ${o.relu ? `max(${value}, 0.0)` : value}; }`;
+    });
+    return `  if (mb + ${i}u < sizes.m) {\n${body}\n  }`;
+  };
+  return /* wgsl */ `
+${LINEAR_INDEX_WGSL(CONV_WORKGROUP)}
+${CONV_SIZES}
+${convConsts(o.dims, o.kernel)}
+@group(0) @binding(1) var<storage, read_write> y: array<f32>;
+@group(0) @binding(2) var<storage, read> x: array<f32>;
+@group(0) @binding(3) var<storage, read> w: array<vec4<f32>>;
+${o.bias ? "@group(0) @binding(4) var<storage, read> bias: array<f32>;" : ""}
+const K = ${o.kernel}u;
+const KK = ${o.kernel * o.kernel}u;
+const STRIDE = ${o.stride}u;
+const PAD = ${o.padding};
+const COUT4 = ${paddedChannels(o.dims.cout) / 4}u;
+@compute @workgroup_size(${CONV_WORKGROUP})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let t = linear_index(gid, nwg);
+  let co0 = (t % BLOCKS) * ${o.co}u;
+  let mb = (t / BLOCKS) * ${o.px}u;
+  if (mb >= sizes.m) { return; }
+  let plane = OH * OW;
+  let hw = H * W;
+  let hi = i32(H);
+  let wi = i32(W);
+${
+    lines(o.px, (i) =>
+      `  let m${i} = min(mb + ${i}u, sizes.m - 1u);
+  let b${i} = m${i} / plane;
+  let p${i} = m${i} - b${i} * plane;
+  let xb${i} = b${i} * CIN * hw;
+  let ih${i} = i32((p${i} / OW) * STRIDE) - PAD;
+  let iw${i} = i32((p${i} % OW) * STRIDE) - PAD;`)
+  }
+  // The channel block starts on a vec4 of the transposed weight (padded with zeros past C_out).
+  let cq = co0 / 4u;
+${lines(o.px, (i) => lines(q4, (q) => `  var a${i}_${q} = vec4<f32>(0.0);`))}
+  for (var kh = 0u; kh < K; kh++) {
+    for (var kw = 0u; kw < K; kw++) {
+${
+    lines(o.px, (i) =>
+      `      let y${i} = ih${i} + i32(kh);
+      let x${i} = iw${i} + i32(kw);
+      let ok${i} = ${inBounds(o.padding, `y${i}`, `x${i}`)};
+      let o${i} = select(0u, xb${i} + u32(y${i}) * W + u32(x${i}), ok${i});`)
+  }
+      let tap = (kh * K + kw) * CIN;
+      for (var ci = 0u; ci < CIN; ci++) {
+        let xo = ci * hw;
+        let wo = (tap + ci) * COUT4 + cq;
+${lines(q4, (q) => `        let w${q} = w[wo + ${q}u];`)}
+${
+    lines(o.px, (i) =>
+      `        let v${i} = vec4<f32>(select(0.0, x[o${i} + xo], ok${i}));
+${lines(q4, (q) => `        a${i}_${q} = fma(v${i}, w${q}, a${i}_${q});`)}`)
+  }
+      }
+    }
+  }
+${range(o.px).map(store).join("\n")}
+}
+`;
+}
+
+/**
+ * Weight [C_out, C_in, k, k] → the layout the blocked kernels read as vec4s: for the forward [k·k, C_in, C_out']
+ * (vec4s along output channels), for backward-data [k·k, C_out, C_in'] (vec4s along input channels); C' is
+ * {@link paddedChannels}(C), the padding zero. Cheap (one weight's worth of copies) and it halves the conv's load work.
+ * Bindings: sizes, out, w.
+ */
+export function convWeightTransposeWgsl(o: { dims: ConvDims; kernel: number; forData: boolean }): string {
+  const kk = o.kernel * o.kernel;
+  const inner = paddedChannels(o.forData ? o.dims.cin : o.dims.cout);
+  const outer = o.forData ? o.dims.cout : o.dims.cin;
+  return /* wgsl */ `
+${LINEAR_INDEX_WGSL(CONV_WORKGROUP)}
+${CONV_SIZES}
+${convConsts(o.dims, o.kernel)}
+@group(0) @binding(1) var<storage, read_write> out: array<f32>;
+@group(0) @binding(2) var<storage, read> w: array<f32>;
+@compute @workgroup_size(${CONV_WORKGROUP})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let i = linear_index(gid, nwg);
+  if (i >= ${kk * outer * inner}u || sizes.m == 0u) { return; }
+  let c = i % ${inner}u;
+  let r = (i / ${inner}u) % ${outer}u;
+  let tap = i / ${inner * outer}u;
+  let co = ${o.forData ? "r" : "c"};
+  let ci = ${o.forData ? "c" : "r"};
+  out[i] = select(0.0, w[min((co * CIN + ci) * ${kk}u + tap, N - 1u)], ${
+    o.forData ? "ci < CIN" : "co < COUT"
+  });
+}
+`;
+}
+
+/**
+ * The inner loop shared by the subgroup variants: each of the subgroup's 8 lanes loads one vec4 of the transposed
+ * weight (4 of the block's 32 channels) and `subgroupBroadcast` hands all 8 to every lane, so a lane does 32·px
+ * FMAs per 1 vec4 load + px gathers (the blocked kernel needs 4 vec4 loads + 8 gathers for 128).
+ */
+function subgroupInner(px: number, loop: string, wIndex: string, value: (i: number) => string): string {
+  return `      ${loop} {
+        let mine = w[${wIndex}];
+${lines(px, (i) => `        let v${i} = vec4<f32>(${value(i)});`)}
+${
+    lines(8, (k) =>
+      `        let w${k} = subgroupBroadcast(mine, ${k}u);
+${lines(px, (i) => `        a${i}_${k} = fma(v${i}, w${k}, a${i}_${k});`)}`)
+  }
+      }`;
+}
+
+/** Entry and pixel set-up of the subgroup variants: lane l owns pixels mb + 8·i (consecutive across lanes). */
+function subgroupStart(px: number, blocks: number): string {
+  return `fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(subgroup_invocation_id) lane: u32) {
+  // No early return: subgroupBroadcast needs every lane of the subgroup; out-of-range pixels are clamped.
+  let sg = linear_index(gid, nwg) / 8u;
+  let cq = (sg % ${blocks}u) * 8u;
+  let mb = (sg / ${blocks}u) * ${8 * px}u + lane;`;
+}
+
+/**
+ * Subgroup variant of {@link conv2dForwardWgsl} (Vulkan, subgroup width 8): a subgroup owns 32 output channels ×
+ * 8·`px` pixels. Bindings: sizes, y, x, w (transposed, channels padded to 32)[, bias].
+ */
+export function conv2dForwardSubgroupWgsl(
+  o: ConvShape & { dims: ConvDims; relu: boolean; bias: boolean; layout: ConvLayout; px: number },
+): string {
+  const blocks = Math.ceil(o.dims.cout / SUBGROUP_CHANNELS);
+  const store = (i: number) =>
+    `  if (mb + ${8 * i}u < sizes.m) {\n${
+      lines(SUBGROUP_CHANNELS, (j) => {
+        const co = `cq * 4u + ${j}u`;
+        const value = `a${i}_${j >> 2}[${j & 3}]${o.bias ? ` + bias[${co}]` : ""}`;
+        const index = o.layout === "tokens"
+          ? `m${i} * COUT + ${co}`
+          : `(b${i} * COUT + ${co}) * plane + p${i}`;
+        return `    if (${co} < COUT) { y[${index}] = ${o.relu ? `max(${value}, 0.0)` : value}; }`;
+      })
+    }\n  }`;
+  return /* wgsl */ `
+${LINEAR_INDEX_WGSL(CONV_WORKGROUP)}
+${CONV_SIZES}
+${convConsts(o.dims, o.kernel)}
+@group(0) @binding(1) var<storage, read_write> y: array<f32>;
+@group(0) @binding(2) var<storage, read> x: array<f32>;
+@group(0) @binding(3) var<storage, read> w: array<vec4<f32>>;
+${o.bias ? "@group(0) @binding(4) var<storage, read> bias: array<f32>;" : ""}
+const K = ${o.kernel}u;
+const STRIDE = ${o.stride}u;
+const PAD = ${o.padding};
+const COUT4 = ${paddedChannels(o.dims.cout) / 4}u;
+@compute @workgroup_size(${CONV_WORKGROUP})
+${subgroupStart(o.px, blocks)}
+  let plane = OH * OW;
+  let hw = H * W;
+  let hi = i32(H);
+  let wi = i32(W);
+${
+    lines(o.px, (i) =>
+      `  let m${i} = min(mb + ${8 * i}u, sizes.m - 1u);
+  let b${i} = m${i} / plane;
+  let p${i} = m${i} - b${i} * plane;
+  let xb${i} = b${i} * CIN * hw;
+  let ih${i} = i32((p${i} / OW) * STRIDE) - PAD;
+  let iw${i} = i32((p${i} % OW) * STRIDE) - PAD;`)
+  }
+${lines(o.px, (i) => lines(8, (k) => `  var a${i}_${k} = vec4<f32>(0.0);`))}
+  for (var kh = 0u; kh < K; kh++) {
+    for (var kw = 0u; kw < K; kw++) {
+${
+    lines(o.px, (i) =>
+      `      let y${i} = ih${i} + i32(kh);
+      let x${i} = iw${i} + i32(kw);
+      let ok${i} = ${inBounds(o.padding, `y${i}`, `x${i}`)};
+      let o${i} = select(0u, xb${i} + u32(y${i}) * W + u32(x${i}), ok${i});`)
+  }
+      let tap = (kh * K + kw) * CIN;
+${
+    subgroupInner(
+      o.px,
+      "for (var ci = 0u; ci < CIN; ci++)",
+      "(tap + ci) * COUT4 + cq + lane",
+      (i) => `select(0.0, x[o${i} + ci * hw], ok${i})`,
+    )
+  }
+    }
+  }
+${range(o.px).map(store).join("\n")}
+}
+`;
+}
+
+/**
+ * Subgroup variant of {@link conv2dBackwardDataWgsl}: a subgroup owns 32 input channels × 8·`px` input pixels.
+ * Bindings: sizes, dx, dy, w (transposed for data, channels padded to 32).
+ */
+export function conv2dBackwardDataSubgroupWgsl(
+  o: ConvShape & { dims: ConvDims; layout: ConvLayout; accumulate: boolean; px: number },
+): string {
+  const blocks = Math.ceil(o.dims.cin / SUBGROUP_CHANNELS);
+  const st = dyStrides(o.layout);
+  const source = (i: number) =>
+    o.stride === 1
+      ? `      let y${i} = ih${i} - i32(kh);
+      let x${i} = iw${i} - i32(kw);
+      let ok${i} = y${i} >= 0 && y${i} < ohi && x${i} >= 0 && x${i} < owi;`
+      : `      let ty${i} = ih${i} - i32(kh);
+      let tx${i} = iw${i} - i32(kw);
+      let y${i} = ty${i} / STRIDE;
+      let x${i} = tx${i} / STRIDE;
+      let ok${i} = ty${i} >= 0 && tx${i} >= 0 && ty${i} % STRIDE == 0 && tx${i} % STRIDE == 0 && y${i} < ohi && x${i} < owi;`;
+  const store = (i: number) =>
+    `  if (mb + ${8 * i}u < sizes.m) {\n${
+      lines(SUBGROUP_CHANNELS, (j) => {
+        const ci = `cq * 4u + ${j}u`;
+        const index = `(b${i} * CIN + ${ci}) * hw + p${i}`;
+        const value = `a${i}_${j >> 2}[${j & 3}]`;
+        return `    if (${ci} < CIN) { dx[${index}] = ${o.accumulate ? `dx[${index}] + ${value}` : value}; }`;
+      })
+    }\n  }`;
+  return /* wgsl */ `
+${LINEAR_INDEX_WGSL(CONV_WORKGROUP)}
+${CONV_SIZES}
+${convConsts(o.dims, o.kernel)}
+@group(0) @binding(1) var<storage, read_write> dx: array<f32>;
+@group(0) @binding(2) var<storage, read> dy: array<f32>;
+@group(0) @binding(3) var<storage, read> w: array<vec4<f32>>;
+const K = ${o.kernel}u;
+const STRIDE = ${o.stride};
+const PAD = ${o.padding};
+const CIN4 = ${paddedChannels(o.dims.cin) / 4}u;
+@compute @workgroup_size(${CONV_WORKGROUP})
+${subgroupStart(o.px, blocks)}
+  let plane = OH * OW;
+  let hw = H * W;
+  let ohi = i32(OH);
+  let owi = i32(OW);
+${
+    lines(o.px, (i) =>
+      `  let m${i} = min(mb + ${8 * i}u, sizes.m - 1u);
+  let b${i} = m${i} / hw;
+  let p${i} = m${i} - b${i} * hw;
+  let db${i} = b${i} * ${st.image};
+  let ih${i} = i32(p${i} / W) + PAD;
+  let iw${i} = i32(p${i} % W) + PAD;`)
+  }
+${lines(o.px, (i) => lines(8, (k) => `  var a${i}_${k} = vec4<f32>(0.0);`))}
+  for (var kh = 0u; kh < K; kh++) {
+    for (var kw = 0u; kw < K; kw++) {
+${
+    lines(o.px, (i) =>
+      `${source(i)}
+      let o${i} = select(0u, db${i} + (u32(y${i}) * OW + u32(x${i})) * ${st.pixel}, ok${i});`)
+  }
+      let tap = (kh * K + kw) * COUT;
+${
+    subgroupInner(
+      o.px,
+      "for (var co = 0u; co < COUT; co++)",
+      "(tap + co) * CIN4 + cq + lane",
+      (i) => `select(0.0, dy[o${i} + co * ${st.channel}], ok${i})`,
+    )
+  }
+    }
+  }
+${range(o.px).map(store).join("\n")}
+}
+`;
+}
+
+/** One output per invocation, plain loops: the baseline the benchmark compares against. Bindings as above. */
+export function conv2dForwardNaiveWgsl(
+  o: ConvShape & { dims: ConvDims; relu: boolean; bias: boolean; layout: ConvLayout },
+): string {
+  return /* wgsl */ `
+${LINEAR_INDEX_WGSL(CONV_WORKGROUP)}
+${CONV_SIZES}
+${convConsts(o.dims, o.kernel)}
+@group(0) @binding(1) var<storage, read_write> y: array<f32>;
+@group(0) @binding(2) var<storage, read> x: array<f32>;
+@group(0) @binding(3) var<storage, read> w: array<f32>;
+${o.bias ? "@group(0) @binding(4) var<storage, read> bias: array<f32>;" : ""}
+const K = ${o.kernel}u;
+@compute @workgroup_size(${CONV_WORKGROUP})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let t = linear_index(gid, nwg);
+  if (t >= sizes.m * COUT) { return; }
+  let co = t % COUT;
+  let m = t / COUT;
+  let plane = OH * OW;
+  let b = m / plane;
+  let p = m % plane;
+  let ih0 = i32((p / OW) * ${o.stride}u) - ${o.padding};
+  let iw0 = i32((p % OW) * ${o.stride}u) - ${o.padding};
+  var acc = 0.0;
+  for (var ci = 0u; ci < CIN; ci++) {
+    for (var kh = 0u; kh < K; kh++) {
+      for (var kw = 0u; kw < K; kw++) {
+        let yy = ih0 + i32(kh);
+        let xx = iw0 + i32(kw);
+        if (yy >= 0 && yy < i32(H) && xx >= 0 && xx < i32(W)) {
+          acc += x[((b * CIN + ci) * H + u32(yy)) * W + u32(xx)] *
+            w[((co * CIN + ci) * K + kh) * K + kw];
+        }
+      }
+    }
+  }
+  ${o.bias ? "acc += bias[co];" : ""}
+  ${o.relu ? "acc = max(acc, 0.0);" : ""}
+  y[${o.layout === "tokens" ? "m * COUT + co" : "(b * COUT + co) * plane + p"}] = acc;
+}
+`;
+}
+
+/** Index of dy for output pixel q (= oh·OW + ow) of image b, channel `co`, in either layout. */
+function dyStrides(layout: ConvLayout): { pixel: string; channel: string; image: string } {
+  return layout === "tokens"
+    ? { pixel: "COUT", channel: "1u", image: "plane * COUT" }
+    : { pixel: "1u", channel: "plane", image: "COUT * plane" };
+}
+
+/**
+ * Register-blocked conv2d backward-data (the transposed conv as a gather): each invocation owns `ci` input
+ * channels × `px` input pixels; for each tap, the output pixel it came from (when the stride divides) is found
+ * once, then the loop runs over C_out. Bindings: sizes, dx, dy, w.
+ */
+export function conv2dBackwardDataWgsl(
+  o: ConvShape & { dims: ConvDims; layout: ConvLayout; accumulate: boolean; ci: number; px: number },
+): string {
+  assertBlock(o.ci, o.px);
+  const q4 = o.ci / 4;
+  const st = dyStrides(o.layout);
+  const source = (i: number) =>
+    o.stride === 1
+      ? `      let y${i} = ih${i} - i32(kh);
+      let x${i} = iw${i} - i32(kw);
+      let ok${i} = y${i} >= 0 && y${i} < ohi && x${i} >= 0 && x${i} < owi;`
+      : `      let ty${i} = ih${i} - i32(kh);
+      let tx${i} = iw${i} - i32(kw);
+      let y${i} = ty${i} / STRIDE;
+      let x${i} = tx${i} / STRIDE;
+      let ok${i} = ty${i} >= 0 && tx${i} >= 0 && ty${i} % STRIDE == 0 && tx${i} % STRIDE == 0 && y${i} < ohi && x${i} < owi;`;
+  const store = (i: number) =>
+    `  if (mb + ${i}u < sizes.m) {\n${
+      lines(o.ci, (j) => {
+        const index = `(b${i} * CIN + ci0 + ${j}u) * hw + p${i}`;
+        const value = `a${i}_${j >> 2}[${j & 3}]`;
+        return `    if (ci0 + ${j}u < CIN) { dx[${index}] = ${
+          o.accumulate ? `dx[${index}] + ${value}` : value
+        }; }`;
+      })
+    }\n  }`;
+  return /* wgsl */ `
+${LINEAR_INDEX_WGSL(CONV_WORKGROUP)}
+${CONV_SIZES}
+${convConsts(o.dims, o.kernel)}
+@group(0) @binding(1) var<storage, read_write> dx: array<f32>;
+@group(0) @binding(2) var<storage, read> dy: array<f32>;
+@group(0) @binding(3) var<storage, read> w: array<vec4<f32>>;
+const K = ${o.kernel}u;
+const KK = ${o.kernel * o.kernel}u;
+const STRIDE = ${o.stride};
+const PAD = ${o.padding};
+const CIN4 = ${paddedChannels(o.dims.cin) / 4}u;
+@compute @workgroup_size(${CONV_WORKGROUP})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let t = linear_index(gid, nwg);
+  let ci0 = (t % BLOCKS) * ${o.ci}u;
+  let mb = (t / BLOCKS) * ${o.px}u;
+  if (mb >= sizes.m) { return; }
+  let plane = OH * OW;
+  let hw = H * W;
+  let ohi = i32(OH);
+  let owi = i32(OW);
+${
+    lines(o.px, (i) =>
+      `  let m${i} = min(mb + ${i}u, sizes.m - 1u);
+  let b${i} = m${i} / hw;
+  let p${i} = m${i} - b${i} * hw;
+  let db${i} = b${i} * ${st.image};
+  let ih${i} = i32(p${i} / W) + PAD;
+  let iw${i} = i32(p${i} % W) + PAD;`)
+  }
+  let cq = ci0 / 4u;
+${lines(o.px, (i) => lines(q4, (q) => `  var a${i}_${q} = vec4<f32>(0.0);`))}
+  for (var kh = 0u; kh < K; kh++) {
+    for (var kw = 0u; kw < K; kw++) {
+${
+    lines(o.px, (i) =>
+      `${source(i)}
+      let o${i} = select(0u, db${i} + (u32(y${i}) * OW + u32(x${i})) * ${st.pixel}, ok${i});`)
+  }
+      let tap = (kh * K + kw) * COUT;
+      for (var co = 0u; co < COUT; co++) {
+        let dyo = co * ${st.channel};
+        let wo = (tap + co) * CIN4 + cq;
+${lines(q4, (q) => `        let w${q} = w[wo + ${q}u];`)}
+${
+    lines(o.px, (i) =>
+      `        let v${i} = vec4<f32>(select(0.0, dy[o${i} + dyo], ok${i}));
+${lines(q4, (q) => `        a${i}_${q} = fma(v${i}, w${q}, a${i}_${q});`)}`)
+  }
+      }
+    }
+  }
+${range(o.px).map(store).join("\n")}
+}
+`;
+}
+
+/** Backward-data with one input element per invocation. Bindings: sizes, dx, dy, w. */
+export function conv2dBackwardDataNaiveWgsl(
+  o: ConvShape & { dims: ConvDims; layout: ConvLayout; accumulate: boolean },
+): string {
+  const st = dyStrides(o.layout);
+  return /* wgsl */ `
+${LINEAR_INDEX_WGSL(CONV_WORKGROUP)}
+${CONV_SIZES}
+${convConsts(o.dims, o.kernel)}
+@group(0) @binding(1) var<storage, read_write> dx: array<f32>;
+@group(0) @binding(2) var<storage, read> dy: array<f32>;
+@group(0) @binding(3) var<storage, read> w: array<f32>;
+const K = ${o.kernel}u;
+const STRIDE = ${o.stride};
+@compute @workgroup_size(${CONV_WORKGROUP})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let t = linear_index(gid, nwg);
+  let hw = H * W;
+  if (t >= sizes.m * CIN) { return; }
+  let plane = OH * OW;
+  let p = t % hw;
+  let ci = (t / hw) % CIN;
+  let b = t / (hw * CIN);
+  var acc = 0.0;
+  for (var kh = 0u; kh < K; kh++) {
+    for (var kw = 0u; kw < K; kw++) {
+      let ty = i32(p / W) + ${o.padding} - i32(kh);
+      let tx = i32(p % W) + ${o.padding} - i32(kw);
+      if (ty >= 0 && tx >= 0 && ty % STRIDE == 0 && tx % STRIDE == 0 &&
+          ty / STRIDE < i32(OH) && tx / STRIDE < i32(OW)) {
+        let q = u32(ty / STRIDE) * OW + u32(tx / STRIDE);
+        for (var co = 0u; co < COUT; co++) {
+          acc += dy[b * ${st.image} + q * ${st.pixel} + co * ${st.channel}] * w[((co * CIN + ci) * K + kh) * K + kw];
+        }
+      }
+    }
+  }
+  dx[t] = ${o.accumulate ? "dx[t] + acc" : "acc"};
+}
+`;
+}
+
+/**
+ * Rows of taps per weight-gradient block: all k rows when k·k ≤ 16 (3×3 → 9 taps, 4×4 patches → 16), else the
+ * largest divisor of k whose rows hold ≤ 16 taps (7 → one row of 7).
+ */
+export function tapRowsPerBlock(kernel: number): number {
+  if (kernel * kernel <= 16) return kernel;
+  for (let d = Math.min(kernel, Math.floor(16 / kernel)); d > 1; d--) if (kernel % d === 0) return d;
+  return 1;
+}
+
+/**
+ * Register-blocked weight gradient dW[co, ci, kh, kw] = Σ_pixels dy[co, pixel]·x[ci, pixel + tap]: each invocation
+ * owns `co` output channels × (one input channel, `rows` tap rows × k taps) and walks its share of the B·OH·OW
+ * pixels (split `splits` ways when the output alone has too little parallelism; partial sums then go to
+ * `scratch[split]` and {@link convSplitReduceWgsl} adds them up). Bindings: sizes, out (dw or scratch), dy, x.
+ */
+export function conv2dBackwardWeightsWgsl(
+  o: ConvShape & { dims: ConvDims; layout: ConvLayout; accumulate: boolean; split: boolean; co: number },
+): string {
+  assertBlock(o.co, 1);
+  // Tokens-layout dy with whole vec4s of channels loads as vec4s: half the load work of the NCHW gather.
+  const vecDy = o.layout === "tokens" && o.dims.cout % 4 === 0;
+  const q4 = o.co / 4;
+  const k = o.kernel;
+  const rows = tapRowsPerBlock(k);
+  const st = dyStrides(o.layout);
+  const taps: [number, number][] = [];
+  for (let r = 0; r < rows; r++) for (let c = 0; c < k; c++) taps.push([r, c]);
+  const acc = (r: number, c: number, q: number) => `a${r}_${c}_${q}`;
+  const store = () => {
+    const out: string[] = [];
+    for (let j = 0; j < o.co; j++) {
+      for (const [r, c] of taps) {
+        const index = `${
+          o.split ? "split * N + " : ""
+        }((co0 + ${j}u) * CIN + ci) * KK + (kh0 + ${r}u) * K + ${c}u`;
+        const value = `${acc(r, c, j >> 2)}[${j & 3}]`;
+        const cond = `co0 + ${j}u < COUT${rows < k ? ` && kh0 + ${r}u < K` : ""}`;
+        out.push(
+          `  if (${cond}) { out[${index}] = ${
+            !o.split && o.accumulate ? `out[${index}] + ${value}` : value
+          }; }`,
+        );
+      }
+    }
+    return out.join("\n");
+  };
+  return /* wgsl */ `
+${LINEAR_INDEX_WGSL(CONV_WORKGROUP)}
+${CONV_SIZES}
+${convConsts(o.dims, o.kernel)}
+@group(0) @binding(1) var<storage, read_write> out: array<f32>;
+@group(0) @binding(2) var<storage, read> dy: array<${vecDy ? "vec4<f32>" : "f32"}>;
+@group(0) @binding(3) var<storage, read> x: array<f32>;
+const K = ${k}u;
+const KK = ${k * k}u;
+const ROW_BLOCKS = ${Math.ceil(k / rows)}u;
+const STRIDE = ${o.stride}u;
+const PAD = ${o.padding};
+@compute @workgroup_size(${CONV_WORKGROUP})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let t = linear_index(gid, nwg);
+  let r = t % BLOCKS;
+  let rest = t / BLOCKS;
+  let co0 = (rest % CO_BLOCKS) * ${o.co}u;
+  let split = rest / CO_BLOCKS;
+  if (split >= sizes.splits) { return; }
+  let ci = r / ROW_BLOCKS;
+  let kh0 = (r % ROW_BLOCKS) * ${rows}u;
+  let plane = OH * OW;
+  let hw = H * W;
+  let hi = i32(H);
+  let wi = i32(W);
+${vecDy ? "" : lines(o.co, (j) => `  let dc${j} = min(co0 + ${j}u, COUT - 1u) * ${st.channel};`)}
+${taps.map(([r, c]) => lines(q4, (q) => `  var ${acc(r, c, q)} = vec4<f32>(0.0);`)).join("\n")}
+  let m_start = split * sizes.chunk;
+  let m_end = min(sizes.m, m_start + sizes.chunk);
+  // Pixel coordinates advance incrementally: no division inside the loop.
+  var b = m_start / plane;
+  var p = m_start - b * plane;
+  var oh = p / OW;
+  var ow = p - oh * OW;
+  for (var m = m_start; m < m_end; m++) {
+${
+    vecDy
+      ? `    // vec4s past C_out (a partial last block) read the next pixel's values; they are never stored.
+    let dyb = m * ${o.dims.cout / 4}u + co0 / 4u;
+${lines(q4, (q) => `    let d${q} = dy[dyb + ${q}u];`)}`
+      : `    let dyb = b * ${st.image} + p * ${st.pixel};
+${
+        lines(
+          q4,
+          (q) => `    let d${q} = vec4<f32>(${range(4).map((j) => `dy[dyb + dc${4 * q + j}]`).join(", ")});`,
+        )
+      }`
+  }
+    let xb = (b * CIN + ci) * hw;
+    let iy = i32(oh * STRIDE + kh0) - PAD;
+    let ix = i32(ow * STRIDE) - PAD;
+${lines(k, (c) => `    let cok${c} = ${o.padding === 0 ? "true" : `ix + ${c} >= 0 && ix + ${c} < wi`};`)}
+${
+    lines(rows, (r) =>
+      `    let rok${r} = ${o.padding === 0 ? "true" : `iy + ${r} >= 0 && iy + ${r} < hi`};
+    let ro${r} = xb + u32(iy + ${r}) * W;
+${
+        lines(k, (c) =>
+          `    let v${r}_${c} = vec4<f32>(select(0.0, x[select(0u, ro${r} + u32(ix + ${c}), rok${r} && cok${c})], rok${r} && cok${c}));
+${
+            lines(q4, (q) => `    ${acc(r, c, q)} = fma(v${r}_${c}, d${q}, ${acc(r, c, q)});`)
+          }`)
+      }`)
+  }
+    ow++;
+    p++;
+    if (ow == OW) {
+      ow = 0u;
+      oh++;
+      if (oh == OH) {
+        oh = 0u;
+        p = 0u;
+        b++;
+      }
+    }
+  }
+${store()}
+}
+`;
+}
+
+/** out[i] (+)= Σ_s scratch[s·n + i]: folds the weight-gradient partial sums. Bindings: sizes, out, scratch. */
+export function convSplitReduceWgsl(o: { dims: ConvDims; kernel: number; accumulate: boolean }): string {
+  return /* wgsl */ `
+${LINEAR_INDEX_WGSL(CONV_WORKGROUP)}
+${CONV_SIZES}
+${convConsts(o.dims, o.kernel)}
+@group(0) @binding(1) var<storage, read_write> out: array<f32>;
+@group(0) @binding(2) var<storage, read> scratch: array<f32>;
+@compute @workgroup_size(${CONV_WORKGROUP})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let i = linear_index(gid, nwg);
+  if (i >= N) { return; }
+  var acc = 0.0;
+  for (var s = 0u; s < sizes.splits; s++) { acc += scratch[s * N + i]; }
+  out[i] = ${o.accumulate ? "out[i] + acc" : "acc"};
+}
+`;
+}
+
+/** Weight gradient with one weight per invocation looping over every pixel. Bindings: sizes, dw, dy, x. */
+export function conv2dBackwardWeightsNaiveWgsl(
+  o: ConvShape & { dims: ConvDims; layout: ConvLayout; accumulate: boolean },
+): string {
+  const st = dyStrides(o.layout);
+  return /* wgsl */ `
+${LINEAR_INDEX_WGSL(CONV_WORKGROUP)}
+${CONV_SIZES}
+${convConsts(o.dims, o.kernel)}
+@group(0) @binding(1) var<storage, read_write> dw: array<f32>;
+@group(0) @binding(2) var<storage, read> dy: array<f32>;
+@group(0) @binding(3) var<storage, read> x: array<f32>;
+const K = ${o.kernel}u;
+@compute @workgroup_size(${CONV_WORKGROUP})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let t = linear_index(gid, nwg);
+  if (t >= N) { return; }
+  let kw = t % K;
+  let kh = (t / K) % K;
+  let ci = (t / (K * K)) % CIN;
+  let co = t / (K * K * CIN);
+  let plane = OH * OW;
+  var acc = 0.0;
+  for (var m = 0u; m < sizes.m; m++) {
+    let b = m / plane;
+    let p = m % plane;
+    let yy = i32((p / OW) * ${o.stride}u + kh) - ${o.padding};
+    let xx = i32((p % OW) * ${o.stride}u + kw) - ${o.padding};
+    if (yy >= 0 && yy < i32(H) && xx >= 0 && xx < i32(W)) {
+      acc += dy[b * ${st.image} + p * ${st.pixel} + co * ${st.channel}] *
+        x[((b * CIN + ci) * H + u32(yy)) * W + u32(xx)];
+    }
+  }
+  dw[t] = ${o.accumulate ? "dw[t] + acc" : "acc"};
+}
+`;
+}
+
+/** db[co] (+)= Σ over batch and pixels of dy: one channel per invocation. Bindings: sizes, db, dy. */
+export function conv2dBackwardBiasWgsl(
+  o: { dims: ConvDims; layout: ConvLayout; accumulate: boolean },
+): string {
+  const st = dyStrides(o.layout);
+  return /* wgsl */ `
+${LINEAR_INDEX_WGSL(CONV_WORKGROUP)}
+${CONV_SIZES}
+${convConsts(o.dims, 1)}
+@group(0) @binding(1) var<storage, read_write> db: array<f32>;
+@group(0) @binding(2) var<storage, read> dy: array<f32>;
+@compute @workgroup_size(${CONV_WORKGROUP})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let co = linear_index(gid, nwg);
+  if (co >= COUT) { return; }
+  let plane = OH * OW;
+  let batch = sizes.m / plane;
+  var acc = 0.0;
+  for (var b = 0u; b < batch; b++) {
+    let base = b * ${st.image} + co * ${st.channel};
+    for (var p = 0u; p < plane; p++) { acc += dy[base + p * ${st.pixel}]; }
+  }
+  db[co] = ${o.accumulate ? "db[co] + acc" : "acc"};
+}
+`;
+}
+
+const POOL_SIZES = /* wgsl */ `
+struct PoolSizes { n: u32 }
+@group(0) @binding(0) var<uniform> sizes: PoolSizes;
+`;
+
+/** Feature-map geometry baked into the pool and layout kernels (see {@link ConvDims} for why). */
+export interface PoolDims {
+  c: number;
+  h: number;
+  w: number;
+  oh: number;
+  ow: number;
+}
+
+function poolConsts(d: PoolDims): string {
+  return `const C = ${d.c}u;\nconst H = ${d.h}u;\nconst W = ${d.w}u;\nconst OH = ${d.oh}u;\nconst OW = ${d.ow}u;`;
+}
+
+/**
+ * Max-pool forward, one output per invocation; padding counts as -inf, ties keep the first maximum in scan order
+ * (PyTorch's rule). Saves the argmax as the position ih·W + iw in the input plane. Bindings: sizes, y, argmax, x.
+ */
+export function maxPool2dForwardWgsl(o: ConvShape & { dims: PoolDims; layout: ConvLayout }): string {
+  return /* wgsl */ `
+${LINEAR_INDEX_WGSL(CONV_WORKGROUP)}
+${POOL_SIZES}
+${poolConsts(o.dims)}
+@group(0) @binding(1) var<storage, read_write> y: array<f32>;
+@group(0) @binding(2) var<storage, read_write> argmax: array<i32>;
+@group(0) @binding(3) var<storage, read> x: array<f32>;
+@compute @workgroup_size(${CONV_WORKGROUP})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let t = linear_index(gid, nwg);
+  if (t >= sizes.n) { return; }
+  let plane = OH * OW;
+${
+    o.layout === "tokens"
+      ? `  let c = t % C;
+  let p = (t / C) % plane;
+  let b = t / (C * plane);`
+      : `  let p = t % plane;
+  let c = (t / plane) % C;
+  let b = t / (plane * C);`
+  }
+  let base = (b * C + c) * H * W;
+  let y0 = i32((p / OW) * ${o.stride}u) - ${o.padding};
+  let x0 = i32((p % OW) * ${o.stride}u) - ${o.padding};
+  var best = -3.402823466e38;
+  var at = -1;
+  // Taps unrolled with selects: no divergent loops or branches (costly on llvmpipe's SIMD lanes).
+${
+    range(o.kernel * o.kernel).map((tap) => {
+      const kh = Math.floor(tap / o.kernel), kw = tap % o.kernel;
+      return `  {
+    let yy = y0 + ${kh};
+    let xx = x0 + ${kw};
+    let ok = yy >= 0 && yy < i32(H) && xx >= 0 && xx < i32(W);
+    let pos = yy * i32(W) + xx;
+    let v = x[base + u32(select(0, pos, ok))];
+    let take = ok && (v > best || at < 0);
+    best = select(best, v, take);
+    at = select(at, pos, take);
+  }`;
+    }).join("\n")
+  }
+  y[t] = best;
+  argmax[t] = at;
+}
+`;
+}
+
+/**
+ * Max-pool backward as a gather: each input element sums dy of the (≤ ⌈k/s⌉²) windows whose argmax it is, so the
+ * result is deterministic without atomics; with `relu`, multiplies by [reluOutput > 0] (the pool's input is the
+ * ReLU output), fusing ReLU's backward. Bindings: sizes, dx, dy, argmax[, relu output].
+ */
+export function maxPool2dBackwardWgsl(
+  o: ConvShape & { dims: PoolDims; layout: ConvLayout; relu: boolean },
+): string {
+  const dyIndex = o.layout === "tokens" ? "(b * plane + q) * C + c" : "(b * C + c) * plane + q";
+  const cand = Math.ceil(o.kernel / o.stride);
+  return /* wgsl */ `
+${LINEAR_INDEX_WGSL(CONV_WORKGROUP)}
+${POOL_SIZES}
+${poolConsts(o.dims)}
+@group(0) @binding(1) var<storage, read_write> dx: array<f32>;
+@group(0) @binding(2) var<storage, read> dy: array<f32>;
+@group(0) @binding(3) var<storage, read> argmax: array<i32>;
+${o.relu ? "@group(0) @binding(4) var<storage, read> relu_out: array<f32>;" : ""}
+const K = ${o.kernel};
+const STRIDE = ${o.stride};
+const PAD = ${o.padding};
+@compute @workgroup_size(${CONV_WORKGROUP})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let t = linear_index(gid, nwg);
+  if (t >= sizes.n) { return; }
+  let hw = H * W;
+  let plane = OH * OW;
+  let pos = i32(t % hw);
+  let c = (t / hw) % C;
+  let b = t / (hw * C);
+  let iy = pos / i32(W) + PAD;
+  let ix = pos % i32(W) + PAD;
+  // The ⌈k/s⌉² windows that can hold this element, unrolled; oy·s ≤ iy < oy·s + k (iy includes the padding).
+  let oy = iy / STRIDE;
+  let ox = ix / STRIDE;
+  var acc = 0.0;
+${
+    range(cand * cand).map((c) => {
+      const cy = Math.floor(c / cand), cx = c % cand;
+      return `  {
+    let wy = oy - ${cy};
+    let wx = ox - ${cx};
+    let ok = wy >= 0 && wy < i32(OH) && iy - wy * STRIDE < K && wx >= 0 && wx < i32(OW) && ix - wx * STRIDE < K;
+    let q = u32(select(0, wy, ok)) * OW + u32(select(0, wx, ok));
+    let i = ${dyIndex};
+    acc += select(0.0, dy[i], ok && argmax[i] == pos);
+  }`;
+    }).join("\n")
+  }
+  ${o.relu ? "acc = select(0.0, acc, relu_out[t] > 0.0);" : ""}
+  dx[t] = acc;
+}
+`;
+}
+
+/** dx (+)= dy·[y > 0] (y is the ReLU output). Bindings: sizes, dx, dy, y. */
+export function reluBackwardWgsl(accumulate: boolean): string {
+  return /* wgsl */ `
+${LINEAR_INDEX_WGSL(CONV_WORKGROUP)}
+${POOL_SIZES}
+@group(0) @binding(1) var<storage, read_write> dx: array<f32>;
+@group(0) @binding(2) var<storage, read> dy: array<f32>;
+@group(0) @binding(3) var<storage, read> y: array<f32>;
+@compute @workgroup_size(${CONV_WORKGROUP})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let i = linear_index(gid, nwg);
+  if (i >= sizes.n) { return; }
+  let g = select(0.0, dy[i], y[i] > 0.0);
+  dx[i] = ${accumulate ? "dx[i] + g" : "g"};
+}
+`;
+}
+
+/**
+ * Layout change between NCHW [B, C, H·W] and tokens [B, H·W, C]; `toTokens` picks the direction. One output
+ * element per invocation, consecutive invocations writing consecutive elements. Bindings: sizes, out, in.
+ */
+export function convLayoutWgsl(dims: PoolDims, toTokens: boolean): string {
+  return /* wgsl */ `
+${LINEAR_INDEX_WGSL(CONV_WORKGROUP)}
+${POOL_SIZES}
+${poolConsts({ ...dims, oh: 0, ow: 0 })}
+@group(0) @binding(1) var<storage, read_write> out: array<f32>;
+@group(0) @binding(2) var<storage, read> src: array<f32>;
+@compute @workgroup_size(${CONV_WORKGROUP})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let i = linear_index(gid, nwg);
+  if (i >= sizes.n) { return; }
+  let plane = H * W;
+${
+    toTokens
+      ? `  let c = i % C;
+  let p = (i / C) % plane;
+  let b = i / (C * plane);
+  out[i] = src[(b * C + c) * plane + p];`
+      : `  let p = i % plane;
+  let c = (i / plane) % C;
+  let b = i / (plane * C);
+  out[i] = src[(b * plane + p) * C + c];`
+  }
+}
+`;
+}
