@@ -230,6 +230,40 @@ export class Plan {
     assertDeviceAlive();
   }
 
+  /**
+   * Runs the plan once with every dispatch in its own timed pass (timestamp queries) and returns each kernel's
+   * GPU milliseconds, in order. For profiling only: separate passes add a little overhead per dispatch.
+   */
+  async profile(): Promise<{ name: string; ms: number }[]> {
+    if (!this.gpu.hasTimestamps) throw new Error("profile(): the device has no timestamp-query feature");
+    await this.ready();
+    const device = this.gpu.device;
+    const steps = this.#steps.filter((s) => s.groups[0] * s.groups[1] * s.groups[2] > 0);
+    const count = 2 * steps.length;
+    const querySet = device.createQuerySet({ type: "timestamp", count });
+    const resolve = device.createBuffer({ size: 8 * count, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC });
+    const read = device.createBuffer({ size: 8 * count, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    const encoder = device.createCommandEncoder({ label: `${this.label} (profile)` });
+    steps.forEach((s, i) => {
+      const pass = encoder.beginComputePass({
+        timestampWrites: { querySet, beginningOfPassWriteIndex: 2 * i, endOfPassWriteIndex: 2 * i + 1 },
+      });
+      pass.setPipeline(s.pipeline);
+      pass.setBindGroup(0, s.bindGroup!);
+      pass.dispatchWorkgroups(s.groups[0], s.groups[1], s.groups[2]);
+      pass.end();
+    });
+    encoder.resolveQuerySet(querySet, 0, count, resolve, 0);
+    encoder.copyBufferToBuffer(resolve, 0, read, 0, 8 * count);
+    device.queue.submit([encoder.finish()]);
+    await read.mapAsync(GPUMapMode.READ);
+    const stamps = new BigUint64Array(read.getMappedRange().slice(0));
+    read.unmap();
+    for (const b of [resolve, read]) b.destroy();
+    querySet.destroy();
+    return steps.map((s, i) => ({ name: s.name, ms: Number(stamps[2 * i + 1] - stamps[2 * i]) / 1e6 }));
+  }
+
   /** Frees the plan's uniform buffer (tensors belong to their owners). */
   destroy(): void {
     this.#uniforms?.destroy();
