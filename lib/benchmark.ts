@@ -1,0 +1,100 @@
+/**
+ * Model-level throughput: inference images per second at a batch size, batch-1 latency, and training images per
+ * second (a real training step: augmentation, forward, loss, backward, AdamW, one submission each), measured on
+ * random data of the model's input shape. Used by `cli.ts bench` and `deno task bench`.
+ */
+import type { Dataset } from "./data/dataset.ts";
+import { CompactTransformer } from "./models/model.ts";
+import type { ModelOptions } from "./models/config.ts";
+import { Trainer } from "./train/trainer.ts";
+
+/** What {@link benchmarkModel} measured (medians). */
+export interface ModelBenchmark {
+  model: string;
+  adapter: string;
+  input: string;
+  batch: number;
+  inferenceImagesPerSecond: number;
+  latencyBatch1Ms: number;
+  trainImagesPerSecond: number;
+  trainStepMs: number;
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)];
+}
+
+/** A data set of random pixels with the model's input shape (for timing only). */
+function randomDataset(
+  c: { inChannels: number; imgHeight: number; imgWidth: number; numClasses: number },
+  n: number,
+): Dataset {
+  const pixels = c.inChannels * c.imgHeight * c.imgWidth;
+  const images = new Uint8Array(n * pixels);
+  let s = 1;
+  for (let i = 0; i < images.length; i++) images[i] = (s = (s * 1103515245 + 12345) >>> 0) >>> 24;
+  const labels = Int32Array.from({ length: n }, (_, i) => i % c.numClasses);
+  const split = { length: n, images, labels };
+  return {
+    name: "random",
+    channels: c.inChannels,
+    height: c.imgHeight,
+    width: c.imgWidth,
+    classes: Array.from({ length: c.numClasses }, (_, i) => String(i)),
+    mean: new Array(c.inChannels).fill(0.5),
+    std: new Array(c.inChannels).fill(0.25),
+    train: split,
+    test: { length: 0, images: new Uint8Array(0), labels: new Int32Array(0) },
+  };
+}
+
+/** Times inference and training of a registered model; `repeats` submissions per median. */
+export async function benchmarkModel(
+  name: string,
+  { batch = 128, repeats = 5, trainSteps = 5, ...options }: ModelOptions & {
+    batch?: number;
+    repeats?: number;
+    trainSteps?: number;
+  } = {},
+): Promise<ModelBenchmark> {
+  for (const k of Object.keys(options) as (keyof ModelOptions)[]) {
+    if (options[k] === undefined) delete options[k];
+  }
+  const model = await CompactTransformer.create(name, options);
+  const c = model.config;
+  const shape = (n: number) => [n, c.inChannels, c.imgHeight, c.imgWidth] as [number, number, number, number];
+  const input = new Float32Array(batch * c.inChannels * c.imgHeight * c.imgWidth).map((_, i) => Math.sin(i));
+  await model.forward(input, shape(batch)); // compile and allocate
+  const batchTimes: number[] = [];
+  for (let r = 0; r < repeats; r++) {
+    const t0 = performance.now();
+    await model.forward(input, shape(batch));
+    batchTimes.push(performance.now() - t0);
+  }
+  const one = input.subarray(0, c.inChannels * c.imgHeight * c.imgWidth);
+  await model.forward(one, shape(1));
+  const latencies: number[] = [];
+  for (let r = 0; r < repeats; r++) {
+    const t0 = performance.now();
+    await model.forward(one, shape(1));
+    latencies.push(performance.now() - t0);
+  }
+  const trainer = new Trainer(model, randomDataset(c, batch * (trainSteps + 2)), {
+    batchSize: batch,
+    epochs: 1,
+  });
+  const stepMs = await trainer.timeSteps(trainSteps, repeats);
+  trainer.destroy();
+  model.destroy();
+  return {
+    model: name,
+    adapter: model.gpu.description,
+    input: `${c.inChannels}×${c.imgHeight}×${c.imgWidth}`,
+    batch,
+    inferenceImagesPerSecond: Math.round(batch / (median(batchTimes) / 1000)),
+    latencyBatch1Ms: +median(latencies).toFixed(2),
+    trainImagesPerSecond: Math.round(batch / (stepMs / 1000)),
+    trainStepMs: +stepMs.toFixed(1),
+  };
+}

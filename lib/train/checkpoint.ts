@@ -1,0 +1,146 @@
+/**
+ * Checkpoints. Weights files (`last.safetensors`, `best.safetensors`) hold the official state dict plus metadata
+ * (model, config, normalisation, class names), so `predict` needs nothing else and PyTorch loads them. The
+ * resume file (`last.state.safetensors`) holds weights, AdamW moments and the run state in ONE file, so a kill at
+ * any moment leaves a consistent previous state: every file is written to a temporary name and renamed.
+ */
+import { join } from "node:path";
+import { writeFileAtomic } from "../io/atomic.ts";
+import { parseSafetensors, serializeSafetensors, type TensorToWrite } from "../io/safetensors.ts";
+import { customConfig, type ModelConfig } from "../models/config.ts";
+import type { CompactTransformer } from "../models/model.ts";
+import type { Dataset } from "../data/dataset.ts";
+import type { Trainer, TrainOptions, TrainState } from "./trainer.ts";
+
+/** What a checkpoint says about its model and data. */
+export interface CheckpointInfo {
+  config: ModelConfig;
+  mean: number[];
+  std: number[];
+  classes: string[];
+  dataset: string;
+}
+
+/** Metadata strings describing the model and its data (stored in every weights file). */
+export function describeModel(
+  model: CompactTransformer,
+  data: Pick<Dataset, "name" | "mean" | "std" | "classes">,
+) {
+  return {
+    format: "cct-webgpu/1",
+    model: model.config.name,
+    config: JSON.stringify(model.config),
+    mean: JSON.stringify(data.mean),
+    std: JSON.stringify(data.std),
+    classes: JSON.stringify(data.classes),
+    dataset: data.name,
+  };
+}
+
+/** Reads {@link CheckpointInfo} back from a weights file's metadata; throws naming the file when absent. */
+export function checkpointInfo(metadata: Record<string, string>, source: string): CheckpointInfo {
+  const field = <T>(key: string): T => {
+    if (!(key in metadata)) {
+      throw new SyntaxError(
+        `${source}: no "${key}" in the metadata (not a checkpoint written by this library?)`,
+      );
+    }
+    try {
+      return JSON.parse(metadata[key]) as T;
+    } catch {
+      throw new SyntaxError(`${source}: metadata "${key}" is not valid JSON`);
+    }
+  };
+  const raw = field<ModelConfig>("config");
+  const config = customConfig(raw, {
+    imgSize: [raw.imgHeight, raw.imgWidth],
+    inChannels: raw.inChannels,
+    numClasses: raw.numClasses,
+    positionalEmbedding: raw.positionalEmbedding,
+    dropout: raw.dropout,
+    attentionDropout: raw.attentionDropout,
+    stochasticDepth: raw.stochasticDepth,
+    kernelSize: raw.kernelSize,
+    convLayers: raw.convLayers,
+  });
+  return {
+    config,
+    mean: field<number[]>("mean"),
+    std: field<number[]>("std"),
+    classes: field<string[]>("classes"),
+    dataset: metadata.dataset ?? "unknown",
+  };
+}
+
+/** Writes `kind`.safetensors (weights + metadata) into `dir`, atomically. */
+export async function saveWeightsCheckpoint(
+  dir: string,
+  kind: "last" | "best",
+  trainer: Trainer,
+): Promise<string> {
+  const path = join(dir, `${kind}.safetensors`);
+  const meta = {
+    ...describeModel(trainer.model, trainer.data),
+    train_state: JSON.stringify(trainer.state),
+  };
+  await writeFileAtomic(path, await trainer.model.saveWeights(meta));
+  return path;
+}
+
+/** Writes the resume file `last.state.safetensors`: weights, moments, options and state, atomically. */
+export async function saveTrainingState(dir: string, trainer: Trainer): Promise<string> {
+  const path = join(dir, "last.state.safetensors");
+  const weights = await trainer.model.getWeights();
+  const { m, v } = await trainer.moments();
+  const tensors = new Map<string, TensorToWrite>();
+  for (const s of trainer.model.specs) {
+    tensors.set(s.name, { shape: s.shape, data: weights.get(s.name)! });
+    if (s.trainable) {
+      tensors.set(`optimizer.m.${s.name}`, { shape: s.shape, data: m.get(s.name)! });
+      tensors.set(`optimizer.v.${s.name}`, { shape: s.shape, data: v.get(s.name)! });
+    }
+  }
+  const meta = {
+    ...describeModel(trainer.model, trainer.data),
+    train_options: JSON.stringify(trainer.options),
+    train_state: JSON.stringify(trainer.state),
+  };
+  await writeFileAtomic(path, serializeSafetensors(tensors, meta));
+  return path;
+}
+
+/** A parsed resume file. */
+export interface TrainingState {
+  info: CheckpointInfo;
+  options: TrainOptions;
+  state: TrainState;
+  weights: Map<string, { shape: number[]; data: Float32Array }>;
+  m: Map<string, Float32Array>;
+  v: Map<string, Float32Array>;
+}
+
+/** Reads a resume file written by {@link saveTrainingState}; the whole file is validated before use. */
+export async function loadTrainingState(path: string): Promise<TrainingState> {
+  const file = parseSafetensors(await Deno.readFile(path), path);
+  const info = checkpointInfo(file.metadata, path);
+  const json = <T>(key: string): T => {
+    if (!file.metadata[key]) throw new SyntaxError(`${path}: no "${key}" in the metadata: not a resume file`);
+    return JSON.parse(file.metadata[key]) as T;
+  };
+  const weights = new Map<string, { shape: number[]; data: Float32Array }>();
+  const m = new Map<string, Float32Array>(), v = new Map<string, Float32Array>();
+  for (const [name, t] of file.tensors) {
+    if (!(t.data instanceof Float32Array)) throw new TypeError(`${path}: ${name} is not float data`);
+    if (name.startsWith("optimizer.m.")) m.set(name.slice(12), t.data);
+    else if (name.startsWith("optimizer.v.")) v.set(name.slice(12), t.data);
+    else weights.set(name, { shape: t.shape, data: t.data });
+  }
+  return {
+    info,
+    options: json<TrainOptions>("train_options"),
+    state: json<TrainState>("train_state"),
+    weights,
+    m,
+    v,
+  };
+}

@@ -1,0 +1,592 @@
+/**
+ * Training on the GPU, the paper's recipe (SPEC §4): one submission per step (upload the batch, augment, forward,
+ * loss, backward, AdamW), metrics accumulated on the GPU and read back only every `logEvery` steps, checkpoints
+ * written atomically, resumable to the same loss curve.
+ */
+import { Plan, UniformBlock } from "../gpu/plan.ts";
+import { deriveSeed } from "../gpu/random.ts";
+import { createTensor, readTensor, type Tensor, writeTensor } from "../gpu/tensor.ts";
+import {
+  AUGMENT_PARAM_WORDS,
+  augmentImages,
+  mixBatch,
+  pixelWords,
+  type RandAugmentOptions,
+  sampleMix,
+  writeMixParams,
+} from "../kernels/augment.ts";
+import { accumulateMetrics, crossEntropyForwardBackward, METRICS, METRICS_SIZE } from "../kernels/loss.ts";
+import {
+  adamwUpdate,
+  clipScale,
+  createAdamwHyper,
+  gradNormPartialCount,
+  gradNormSquared,
+  setAdamwHyper,
+  zero,
+} from "../kernels/optimizer.ts";
+import { batchCount, batches, type Dataset, normalizeImages, type Split } from "../data/dataset.ts";
+import { Activations, recordBackward } from "../models/network.ts";
+import { type CompactTransformer, orderedForArena } from "../models/model.ts";
+import { learningRate, type ScheduleOptions } from "./schedule.ts";
+
+/** Every knob of a training run; {@link defaultTrainOptions} fills what is not given. */
+export interface TrainOptions extends ScheduleOptions {
+  batchSize: number;
+  weightDecay: number;
+  /** Label smoothing ε. */
+  smoothing: number;
+  /** Mixup α (0 disables). */
+  mixup: number;
+  /** CutMix α (0 disables). */
+  cutmix: number;
+  /** Probability of CutMix when both are enabled. */
+  mixupSwitchProb: number;
+  /** Random-erasing probability. */
+  reprob: number;
+  /** Random crop padding in pixels (0 disables); ignored when `resizedCropScale` is set. */
+  cropPadding: number;
+  /** Random resized crop scale range (the paper's 0.8–1), or undefined for padded crops. */
+  resizedCropScale?: [number, number];
+  /** Random horizontal flip. */
+  flip: boolean;
+  /** RandAugment policy in timm's notation (`rand-m9-mstd0.5-inc1`), or "" for none. */
+  randAugment: string;
+  /** Clip the global gradient norm to this value (0 disables). */
+  clipGrad: number;
+  seed: number;
+  /** Read metrics back every this many steps (each read waits for the GPU, ≥ 11 ms on llvmpipe). */
+  logEvery: number;
+}
+
+/** The recipe's defaults scaled for small images and short runs. */
+export function defaultTrainOptions(overrides: Partial<TrainOptions> = {}): TrainOptions {
+  return {
+    epochs: 10,
+    batchSize: 128,
+    lr: 1e-3,
+    minLr: 1e-5,
+    warmupEpochs: 1,
+    warmupLr: 1e-5,
+    cooldownEpochs: 0,
+    weightDecay: 0.05,
+    smoothing: 0.1,
+    mixup: 0,
+    cutmix: 0,
+    mixupSwitchProb: 0.5,
+    reprob: 0,
+    cropPadding: 2,
+    resizedCropScale: undefined,
+    flip: true,
+    randAugment: "",
+    clipGrad: 0,
+    seed: 0,
+    logEvery: 20,
+    ...overrides,
+  };
+}
+
+/** What the progress callback receives every `logEvery` steps. */
+export interface ProgressMetrics {
+  epoch: number;
+  /** Step within the epoch (1-based) and steps per epoch. */
+  step: number;
+  steps: number;
+  /** Optimizer steps since the start of the run. */
+  globalStep: number;
+  /** Mean training loss and accuracy since the last report. */
+  loss: number;
+  accuracy: number;
+  lr: number;
+  imagesPerSecond: number;
+  /** Seconds left in the run at the current speed. */
+  etaSeconds: number;
+}
+
+/** Evaluation of a split. */
+export interface EvalResult {
+  loss: number;
+  top1: number;
+  top5: number;
+  /** confusion[true][predicted] counts. */
+  confusion: number[][];
+  count: number;
+}
+
+/** One epoch's summary. */
+export interface EpochSummary {
+  epoch: number;
+  trainLoss: number;
+  trainAccuracy: number;
+  test: EvalResult;
+  lr: number;
+  seconds: number;
+  imagesPerSecond: number;
+}
+
+/** Hooks for progress display, logging and checkpointing. */
+export interface TrainCallbacks {
+  onProgress?(m: ProgressMetrics): void;
+  /** Called after each epoch's evaluation; may await (e.g. write a checkpoint). */
+  onEpoch?(summary: EpochSummary, trainer: Trainer): void | Promise<void>;
+}
+
+/** Where a run stands; saved in checkpoints so `resume` continues the same run. */
+export interface TrainState {
+  /** Epochs completed. */
+  epoch: number;
+  /** Optimizer steps taken. */
+  globalStep: number;
+  bestTop1: number;
+}
+
+/** Raised when the loss becomes NaN or infinite; the trainer stops without saving anything further. */
+export class NonFiniteLossError extends Error {
+  constructor(readonly epoch: number, readonly globalStep: number, loss: number) {
+    super(
+      `loss became ${loss} at epoch ${epoch}, step ${globalStep}: stopping (the last good checkpoint is kept)`,
+    );
+    this.name = "NonFiniteLossError";
+  }
+}
+
+/** Seed-block words of the augmentation (after the model's own sites). */
+const AUGMENT_SEED_WORDS = 2;
+
+/** The recorded training step for one batch size: its buffers and its plan. */
+class StepProgram {
+  readonly pixels: Tensor;
+  readonly labels: Tensor;
+  readonly targets: Tensor | undefined;
+  readonly losses: Tensor;
+  readonly metrics: Tensor;
+  readonly acts: Activations;
+  readonly plan: Plan;
+  readonly mixParams: UniformBlock | undefined;
+  readonly augmentSeeds: UniformBlock;
+
+  constructor(model: CompactTransformer, data: Dataset, o: TrainOptions, hyper: UniformBlock, moments: {
+    m: Tensor;
+    v: Tensor;
+  }) {
+    const gpu = model.gpu, c = model.config, B = o.batchSize;
+    const pixelCount = B * c.inChannels * c.imgHeight * c.imgWidth;
+    this.pixels = createTensor(gpu, [pixelWords(pixelCount)], "batch pixels (u8×4)");
+    const augmentParams = createTensor(gpu, [B, AUGMENT_PARAM_WORDS], "augment params");
+    let randAugment: RandAugmentOptions | undefined;
+    if (o.randAugment) {
+      const image = [B, c.inChannels, c.imgHeight, c.imgWidth];
+      randAugment = {
+        ...parseRandAugment(o.randAugment),
+        scratch: [createTensor(gpu, image, "randaugment a"), createTensor(gpu, image, "randaugment b")],
+        lut: createTensor(gpu, [B, c.inChannels, 256], "randaugment lut"),
+      };
+    }
+    this.labels = createTensor(gpu, [B], "batch labels");
+    this.losses = createTensor(gpu, [B], "batch losses");
+    this.metrics = createTensor(gpu, [METRICS_SIZE], "train metrics");
+    this.acts = new Activations(gpu, c, B, true);
+    this.augmentSeeds = new UniformBlock(gpu, AUGMENT_SEED_WORDS, "augment seeds");
+    const mixing = o.mixup > 0 || o.cutmix > 0;
+    this.targets = mixing ? createTensor(gpu, [B, c.numClasses], "soft targets") : undefined;
+    this.mixParams = mixing ? new UniformBlock(gpu, 8, "mix params") : undefined;
+    const plan = this.plan = new Plan(gpu, `${c.name} train step b${B}`);
+    const input = this.acts.get("input");
+
+    augmentImages(plan, input, this.pixels, augmentParams, {
+      batch: B,
+      channels: c.inChannels,
+      height: c.imgHeight,
+      width: c.imgWidth,
+      mean: data.mean,
+      std: data.std,
+      pad: o.resizedCropScale ? 0 : o.cropPadding,
+      resizedCrop: o.resizedCropScale
+        ? { scaleMin: o.resizedCropScale[0], scaleMax: o.resizedCropScale[1] }
+        : undefined,
+      flip: o.flip,
+      reprob: o.reprob,
+      randAugment,
+      seed: { block: this.augmentSeeds, word: 0 },
+    });
+    if (this.targets) {
+      mixBatch(plan, input, this.targets, this.labels, this.mixParams!, {
+        batch: B,
+        channels: c.inChannels,
+        height: c.imgHeight,
+        width: c.imgWidth,
+        classes: c.numClasses,
+        smoothing: o.smoothing,
+      });
+    }
+    const ctx = model.recordTrainingPass(plan, this.acts, true);
+    crossEntropyForwardBackward(
+      plan,
+      this.losses,
+      this.acts.get("dlogits"),
+      this.acts.get("logits"),
+      this.targets ?? this.labels,
+      // Soft targets already carry the smoothing (timm folds it into the mixup targets).
+      { batch: B, classes: c.numClasses, smoothing: this.targets ? 0 : o.smoothing, soft: !!this.targets },
+    );
+    accumulateMetrics(plan, this.metrics, this.losses, this.acts.get("logits"), this.targets ?? this.labels, {
+      batch: B,
+      classes: c.numClasses,
+      soft: !!this.targets,
+    });
+    const grads = model.gradients;
+    zero(plan, grads.whole());
+    recordBackward(plan, ctx, grads);
+
+    let gradScale: Tensor | undefined;
+    if (o.clipGrad > 0) {
+      const norm = createTensor(gpu, [1], "grad norm²");
+      const partials = createTensor(gpu, [gradNormPartialCount(grads.whole().size)], "grad norm partials");
+      gradScale = createTensor(gpu, [1], "clip scale");
+      gradNormSquared(plan, norm, grads.whole(), partials);
+      clipScale(plan, gradScale, norm, { maxNorm: o.clipGrad });
+    }
+    // Two contiguous ranges of the parameter arena: decayed weights, then biases / norms / embeddings.
+    const { decayed, plain } = optimizerRanges(model);
+    const params = model.params.whole(), g = grads.whole();
+    const paramsForGrads = params.prefix([g.size]);
+    if (decayed.length > 0) {
+      adamwUpdate(plan, paramsForGrads, g, moments.m, moments.v, hyper, {
+        ...decayed,
+        decay: true,
+        gradScale,
+      });
+    }
+    if (plain.length > 0) {
+      adamwUpdate(plan, paramsForGrads, g, moments.m, moments.v, hyper, {
+        ...plain,
+        decay: false,
+        gradScale,
+      });
+    }
+  }
+
+  destroy(): void {
+    for (const t of [this.pixels, this.labels, this.losses, this.metrics, this.targets]) t?.buffer.destroy();
+    this.acts.destroy();
+    this.plan.destroy();
+  }
+}
+
+/**
+ * Parses timm's RandAugment notation `rand-m9-mstd0.5-inc1` (m: magnitude, mstd: its std, inc1: the increasing op
+ * set, which is the only one implemented).
+ */
+export function parseRandAugment(policy: string): { magnitude: number; magnitudeStd: number } {
+  const parts = policy.split("-");
+  if (parts[0] !== "rand") {
+    throw new RangeError(`RandAugment policy "${policy}": expected rand-m<M>[-mstd<S>][-inc1]`);
+  }
+  let magnitude = 9, magnitudeStd = 0;
+  for (const part of parts.slice(1)) {
+    const m = /^(mstd|m|inc|n)([\d.]+)$/.exec(part);
+    if (!m) throw new RangeError(`RandAugment policy "${policy}": unknown part "${part}"`);
+    const value = Number(m[2]);
+    if (m[1] === "m") magnitude = value;
+    else if (m[1] === "mstd") magnitudeStd = value;
+    else if (m[1] === "inc" && value !== 1) {
+      throw new RangeError(`RandAugment policy "${policy}": only inc1 is supported`);
+    } else if (m[1] === "n" && value !== 2) {
+      throw new RangeError(`RandAugment policy "${policy}": only 2 layers are supported`);
+    }
+  }
+  return { magnitude, magnitudeStd };
+}
+
+/** Element ranges of the decayed and non-decayed trainables, in the (shared) parameter/gradient layout. */
+export function optimizerRanges(model: CompactTransformer): {
+  decayed: { offset: number; length: number };
+  plain: { offset: number; length: number };
+} {
+  const trainables = orderedForArena(model.specs).filter((s) => s.trainable);
+  const grads = model.gradients;
+  let decayEnd = 0;
+  for (const s of trainables) {
+    const t = grads.get(s.name);
+    if (s.decay) decayEnd = t.offset / 4 + t.size;
+  }
+  const last = grads.get(trainables[trainables.length - 1].name);
+  const end = last.offset / 4 + last.size;
+  const firstPlain = trainables.find((s) => !s.decay);
+  const plainStart = firstPlain ? grads.get(firstPlain.name).offset / 4 : end;
+  return {
+    decayed: { offset: 0, length: decayEnd },
+    plain: { offset: plainStart, length: end - plainStart },
+  };
+}
+
+/**
+ * Trains a model on a data set. One instance per run; `run()` goes through the remaining epochs.
+ *
+ * @example
+ * ```ts
+ * const model = await CompactTransformer.create("cct_2_3x2_32", { imgSize: 28, inChannels: 1 });
+ * const trainer = new Trainer(model, data, { epochs: 5 });
+ * await trainer.run();
+ * ```
+ */
+export class Trainer {
+  readonly options: TrainOptions;
+  state: TrainState = { epoch: 0, globalStep: 0, bestTop1: 0 };
+  readonly m: Tensor;
+  readonly v: Tensor;
+  readonly hyper: UniformBlock;
+  #program: StepProgram | undefined;
+
+  constructor(
+    readonly model: CompactTransformer,
+    readonly data: Dataset,
+    options: Partial<TrainOptions> = {},
+    readonly callbacks: TrainCallbacks = {},
+  ) {
+    this.options = defaultTrainOptions(options);
+    const o = this.options, c = model.config;
+    if (data.channels !== c.inChannels || data.height !== c.imgHeight || data.width !== c.imgWidth) {
+      throw new TypeError(
+        `data set ${data.name} has ${data.channels}×${data.height}×${data.width} images, model ${c.name} expects ` +
+          `${c.inChannels}×${c.imgHeight}×${c.imgWidth}`,
+      );
+    }
+    if (data.classes.length !== c.numClasses) {
+      throw new TypeError(
+        `data set ${data.name} has ${data.classes.length} classes, model ${c.name} ${c.numClasses}`,
+      );
+    }
+    if (!(o.batchSize >= 1 && o.batchSize <= data.train.length)) {
+      throw new RangeError(`batch size ${o.batchSize} must be in 1..${data.train.length} (the training set)`);
+    }
+    const size = model.gradients.whole().size;
+    this.m = createTensor(model.gpu, [size], "adamw m");
+    this.v = createTensor(model.gpu, [size], "adamw v");
+    this.hyper = createAdamwHyper(model.gpu);
+  }
+
+  /** Optimizer steps per epoch (the last partial batch is dropped, as timm does for training). */
+  get stepsPerEpoch(): number {
+    return batchCount(this.data.train.length, this.options.batchSize, true);
+  }
+
+  /** The learning rate at optimizer step `globalStep`. */
+  lrAt(globalStep: number): number {
+    return learningRate(this.options, globalStep / this.stepsPerEpoch);
+  }
+
+  #stepProgram(): StepProgram {
+    this.#program ??= new StepProgram(this.model, this.data, this.options, this.hyper, {
+      m: this.m,
+      v: this.v,
+    });
+    return this.#program;
+  }
+
+  /** Trains the remaining epochs; returns the last epoch's summary. */
+  async run(): Promise<EpochSummary | undefined> {
+    let last: EpochSummary | undefined;
+    while (this.state.epoch < this.options.epochs) last = await this.trainEpoch();
+    return last;
+  }
+
+  /** One epoch of training followed by evaluation on the test split. */
+  async trainEpoch(): Promise<EpochSummary> {
+    const o = this.options, model = this.model, gpu = model.gpu;
+    const p = this.#stepProgram();
+    const epoch = this.state.epoch;
+    const steps = this.stepsPerEpoch;
+    const t0 = performance.now();
+    let windowStart = t0, windowImages = 0;
+    let epochLoss = 0, epochCorrect = 0, epochCount = 0;
+    let lr = this.lrAt(this.state.globalStep);
+    const metricsZero = new Float32Array(METRICS_SIZE);
+    writeTensor(gpu, p.metrics, metricsZero);
+    let step = 0;
+    const readMetrics = async (): Promise<void> => {
+      const m = await readTensor(gpu, p.metrics);
+      writeTensor(gpu, p.metrics, metricsZero);
+      const loss = m[METRICS.lossSum] / m[METRICS.count];
+      if (!Number.isFinite(loss)) throw new NonFiniteLossError(epoch, this.state.globalStep, loss);
+      epochLoss += m[METRICS.lossSum];
+      epochCorrect += m[METRICS.correct];
+      epochCount += m[METRICS.count];
+      const now = performance.now();
+      const ips = windowImages / ((now - windowStart) / 1000);
+      const remaining = (o.epochs - epoch) * steps - step;
+      this.callbacks.onProgress?.({
+        epoch: epoch + 1,
+        step,
+        steps,
+        globalStep: this.state.globalStep,
+        loss,
+        accuracy: m[METRICS.correct] / m[METRICS.count],
+        lr,
+        imagesPerSecond: ips,
+        etaSeconds: (remaining * o.batchSize) / Math.max(ips, 1e-9),
+      });
+      windowStart = now;
+      windowImages = 0;
+    };
+    for (
+      const batch of batches(this.data.train, o.batchSize, {
+        shuffle: true,
+        seed: o.seed,
+        epoch,
+        dropLast: true,
+      })
+    ) {
+      // Queue writes are ordered before the next submission, so this overlaps the GPU's previous step.
+      gpu.device.queue.writeBuffer(p.pixels.buffer, 0, padTo4(batch.images));
+      writeTensor(gpu, p.labels, batch.labels);
+      const globalStep = this.state.globalStep;
+      lr = this.lrAt(globalStep);
+      setAdamwHyper(this.hyper, lr, 0.9, 0.999, 1e-8, o.weightDecay, globalStep + 1);
+      model.setStepSeeds(o.seed, globalStep);
+      p.augmentSeeds.u32[0] = deriveSeed(o.seed, globalStep, 0x41554731);
+      p.augmentSeeds.u32[1] = deriveSeed(o.seed, globalStep, 0x41554732);
+      p.augmentSeeds.flush();
+      if (p.mixParams) {
+        writeMixParams(
+          p.mixParams,
+          sampleMix(o.seed, globalStep, {
+            mixupAlpha: o.mixup,
+            cutmixAlpha: o.cutmix,
+            switchProb: o.mixupSwitchProb,
+            height: model.config.imgHeight,
+            width: model.config.imgWidth,
+          }),
+        );
+      }
+      if (globalStep === 0 || this.#program !== p) await p.plan.ready();
+      p.plan.submit();
+      this.state.globalStep++;
+      step++;
+      windowImages += batch.count;
+      if (step % o.logEvery === 0 || step === steps) await readMetrics();
+    }
+    const seconds = (performance.now() - t0) / 1000;
+    const test = await this.evaluate(this.data.test);
+    this.state.epoch++;
+    this.state.bestTop1 = Math.max(this.state.bestTop1, test.top1);
+    const summary: EpochSummary = {
+      epoch: this.state.epoch,
+      trainLoss: epochLoss / Math.max(1, epochCount),
+      trainAccuracy: epochCorrect / Math.max(1, epochCount),
+      test,
+      lr,
+      seconds,
+      imagesPerSecond: (steps * o.batchSize) / seconds,
+    };
+    await this.callbacks.onEpoch?.(summary, this);
+    return summary;
+  }
+
+  /**
+   * Median milliseconds per training step, for benchmarks: `samples` times, `steps` full steps on the first
+   * batch submitted back to back and awaited once (the way `run` pipelines them). Leaves the model trained.
+   */
+  async timeSteps(steps: number, samples = 3): Promise<number> {
+    const p = this.#stepProgram();
+    const gpu = this.model.gpu;
+    const batch =
+      batches(this.data.train, this.options.batchSize, { shuffle: false, dropLast: true }).next().value;
+    if (!batch) throw new RangeError("timeSteps: the training split holds less than one batch");
+    gpu.device.queue.writeBuffer(p.pixels.buffer, 0, padTo4(batch.images));
+    writeTensor(gpu, p.labels, batch.labels);
+    setAdamwHyper(this.hyper, this.options.lr, 0.9, 0.999, 1e-8, this.options.weightDecay, 1);
+    this.model.setStepSeeds(this.options.seed, 0);
+    await p.plan.run(); // compile
+    const times: number[] = [];
+    for (let s = 0; s < samples; s++) {
+      const t0 = performance.now();
+      for (let i = 0; i < steps; i++) p.plan.submit();
+      await gpu.device.queue.onSubmittedWorkDone();
+      times.push((performance.now() - t0) / steps);
+    }
+    times.sort((a, b) => a - b);
+    return times[Math.floor(times.length / 2)];
+  }
+
+  /** Loss, top-1, top-5 and confusion matrix of the model on a split (evaluation mode). */
+  evaluate(split: Split): Promise<EvalResult> {
+    return evaluate(this.model, this.data, split, this.options.batchSize);
+  }
+
+  /** The AdamW moments by parameter name (for checkpoints). */
+  async moments(): Promise<{ m: Map<string, Float32Array>; v: Map<string, Float32Array> }> {
+    const all = { m: await readTensor(this.model.gpu, this.m), v: await readTensor(this.model.gpu, this.v) };
+    const out = { m: new Map<string, Float32Array>(), v: new Map<string, Float32Array>() };
+    for (const s of this.model.specs) {
+      if (!s.trainable) continue;
+      const t = this.model.gradients.get(s.name);
+      out.m.set(s.name, all.m.slice(t.offset / 4, t.offset / 4 + t.size));
+      out.v.set(s.name, all.v.slice(t.offset / 4, t.offset / 4 + t.size));
+    }
+    return out;
+  }
+
+  /** Restores AdamW moments saved by {@link moments}. */
+  setMoments(m: Map<string, Float32Array>, v: Map<string, Float32Array>): void {
+    const size = this.m.size;
+    const hostM = new Float32Array(size), hostV = new Float32Array(size);
+    for (const s of this.model.specs) {
+      if (!s.trainable) continue;
+      const t = this.model.gradients.get(s.name);
+      const mm = m.get(s.name), vv = v.get(s.name);
+      if (!mm || !vv || mm.length !== t.size || vv.length !== t.size) {
+        throw new TypeError(`optimizer state: moments of ${s.name} are missing or mis-sized`);
+      }
+      hostM.set(mm, t.offset / 4);
+      hostV.set(vv, t.offset / 4);
+    }
+    writeTensor(this.model.gpu, this.m, hostM);
+    writeTensor(this.model.gpu, this.v, hostV);
+  }
+
+  destroy(): void {
+    this.#program?.destroy();
+    this.m.buffer.destroy();
+    this.v.buffer.destroy();
+  }
+}
+
+/** Evaluates `model` on a split: batches normalised on the host, one submission and one readback per batch. */
+export async function evaluate(
+  model: CompactTransformer,
+  data: Pick<Dataset, "channels" | "height" | "width" | "mean" | "std" | "classes">,
+  split: Split,
+  batchSize = 128,
+): Promise<EvalResult> {
+  const k = data.classes.length;
+  const confusion = Array.from({ length: k }, () => new Array<number>(k).fill(0));
+  let loss = 0, top1 = 0, top5 = 0, count = 0;
+  for (const batch of batches(split, batchSize, { shuffle: false })) {
+    const input = normalizeImages(batch.images, data);
+    const logits = await model.forward(input, [batch.count, data.channels, data.height, data.width]);
+    for (let i = 0; i < batch.count; i++) {
+      const row = logits.subarray(i * k, (i + 1) * k);
+      const label = batch.labels[i];
+      let max = -Infinity, arg = 0;
+      for (let j = 0; j < k; j++) if (row[j] > max) max = row[j], arg = j;
+      let sum = 0;
+      for (let j = 0; j < k; j++) sum += Math.exp(row[j] - max);
+      loss += Math.log(sum) + max - row[label];
+      let rank = 0;
+      for (let j = 0; j < k; j++) if (row[j] > row[label]) rank++;
+      if (rank === 0) top1++;
+      if (rank < 5) top5++;
+      confusion[label][arg]++;
+      count++;
+    }
+  }
+  return { loss: loss / count, top1: top1 / count, top5: top5 / count, confusion, count };
+}
+
+function padTo4(bytes: Uint8Array): Uint8Array<ArrayBuffer> {
+  if (bytes.length % 4 === 0 && bytes.buffer instanceof ArrayBuffer) return bytes as Uint8Array<ArrayBuffer>;
+  const out = new Uint8Array(Math.ceil(bytes.length / 4) * 4);
+  out.set(bytes);
+  return out;
+}

@@ -1,0 +1,129 @@
+/** The training loop end to end on the embedded synthetic data set, with a tiny CCT. */
+import { join } from "node:path";
+import { CompactTransformer } from "../../lib/models/model.ts";
+import { customConfig } from "../../lib/models/config.ts";
+import { createSynthetic } from "../../lib/data/synthetic.ts";
+import { NonFiniteLossError, Trainer, type TrainOptions } from "../../lib/train/trainer.ts";
+import { loadTrainingState, saveTrainingState } from "../../lib/train/checkpoint.ts";
+import { assertEquals, assertRejects } from "../support/check.ts";
+
+function tinyModel(classes: number, seed = 1) {
+  const config = customConfig(
+    { name: "tiny_cct", family: "cct", layers: 1, heads: 2, dim: 32, mlpRatio: 2 },
+    {
+      imgSize: 16,
+      inChannels: 1,
+      numClasses: classes,
+      convLayers: 1,
+    },
+  );
+  return CompactTransformer.create(config, { seed });
+}
+
+const options: Partial<TrainOptions> = { batchSize: 64, lr: 3e-3, warmupEpochs: 0.5, logEvery: 8 };
+
+Deno.test("training a tiny CCT lowers the loss and beats chance by a wide margin", async () => {
+  const data = createSynthetic({ seed: 1, trainSize: 2048, testSize: 512, size: 16, channels: 1 });
+  const model = await tinyModel(data.classes.length);
+  const losses: number[] = [];
+  const trainer = new Trainer(model, data, { ...options, epochs: 4 }, {
+    onProgress: (m) => losses.push(m.loss),
+  });
+  try {
+    const last = (await trainer.run())!;
+    assertEquals(trainer.state.globalStep, 4 * 32);
+    const first = losses[0], final = losses[losses.length - 1];
+    if (!(final < first - 0.6)) throw new Error(`loss went from ${first} to ${final}`);
+    // 10 balanced classes: chance is 10%.
+    if (!(last.test.top1 > 0.45)) throw new Error(`test accuracy ${last.test.top1}`);
+    assertEquals(last.test.count, 512);
+    assertEquals(last.test.confusion.flat().reduce((a, b) => a + b, 0), 512);
+  } finally {
+    trainer.destroy();
+    model.destroy();
+  }
+});
+
+Deno.test("a resumed run continues exactly where the uninterrupted run goes", async () => {
+  const data = createSynthetic({ seed: 2, trainSize: 512, testSize: 64, size: 16, channels: 1 });
+  const o = { ...options, epochs: 2, mixup: 0.8, cutmix: 1, reprob: 0.25 };
+  const dir = await Deno.makeTempDir({ dir: "/tmp", prefix: "resume_test_" });
+  try {
+    const straight = await tinyModel(data.classes.length);
+    const a = new Trainer(straight, data, o);
+    await a.run();
+    const expected = await straight.getWeights();
+    a.destroy();
+    straight.destroy();
+
+    const first = await tinyModel(data.classes.length);
+    const b = new Trainer(first, data, o);
+    await b.trainEpoch();
+    const path = await saveTrainingState(dir, b);
+    b.destroy();
+    first.destroy();
+
+    const saved = await loadTrainingState(path);
+    const resumed = await CompactTransformer.create(saved.info.config);
+    await resumed.loadWeights(saved.weights);
+    const c = new Trainer(resumed, data, saved.options);
+    c.state = saved.state;
+    c.setMoments(saved.m, saved.v);
+    await c.run();
+    assertEquals(c.state.globalStep, 2 * 8);
+    const actual = await resumed.getWeights();
+    for (const [name, value] of expected) assertEquals(actual.get(name), value, name);
+    c.destroy();
+    resumed.destroy();
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a NaN loss stops training with NonFiniteLossError", async () => {
+  const data = createSynthetic({ seed: 3, trainSize: 256, testSize: 64, size: 16, channels: 1 });
+  const model = await tinyModel(data.classes.length);
+  const trainer = new Trainer(model, data, { ...options, epochs: 1, lr: 1e30, warmupEpochs: 0, logEvery: 1 });
+  try {
+    await assertRejects(() => trainer.run(), NonFiniteLossError, "loss became");
+  } finally {
+    trainer.destroy();
+    model.destroy();
+  }
+});
+
+Deno.test("a checkpoint write killed midway leaves the previous checkpoint loadable", async () => {
+  const dir = await Deno.makeTempDir({ dir: "/tmp", prefix: "kill_test_" });
+  try {
+    const child = new Deno.Command("deno", {
+      args: [
+        "run",
+        "--no-prompt",
+        `--allow-read=${dir}`,
+        `--allow-write=${dir}`,
+        "--allow-env",
+        new URL("./_save_loop.ts", import.meta.url).pathname,
+        dir,
+      ],
+      stdout: "piped",
+      stderr: "inherit",
+    }).spawn();
+    // Wait until the child reports a few complete saves, then kill it during the next ones.
+    const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+    let text = "";
+    while (!text.includes("saved 3")) {
+      const { value, done } = await reader.read();
+      if (done) throw new Error(`the save loop ended early: ${text}`);
+      text += value;
+    }
+    await new Promise((r) => setTimeout(r, 37));
+    child.kill("SIGKILL");
+    await child.status;
+    await reader.cancel();
+    const state = await loadTrainingState(join(dir, "last.state.safetensors"));
+    assertEquals(state.info.config.name, "tiny_cct");
+    if (!(state.state.globalStep >= 3)) throw new Error(`unexpected state ${JSON.stringify(state.state)}`);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
