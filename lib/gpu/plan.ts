@@ -241,8 +241,14 @@ export class Plan {
     const steps = this.#steps.filter((s) => s.groups[0] * s.groups[1] * s.groups[2] > 0);
     const count = 2 * steps.length;
     const querySet = device.createQuerySet({ type: "timestamp", count });
-    const resolve = device.createBuffer({ size: 8 * count, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC });
-    const read = device.createBuffer({ size: 8 * count, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    const resolve = device.createBuffer({
+      size: 8 * count,
+      usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
+    });
+    const read = device.createBuffer({
+      size: 8 * count,
+      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+    });
     const encoder = device.createCommandEncoder({ label: `${this.label} (profile)` });
     steps.forEach((s, i) => {
       const pass = encoder.beginComputePass({
