@@ -92,8 +92,16 @@ export { benchmarkModel, type ModelBenchmark } from "./lib/benchmark.ts";
 
 // Data
 export { loadDataset, type LoadOptions } from "./lib/data/load.ts";
-export { type Batch, batches, type BatchOptions, type Dataset, type Split } from "./lib/data/dataset.ts";
-export { createSynthetic } from "./lib/data/synthetic.ts";
+export {
+  type Batch,
+  batches,
+  type BatchOptions,
+  type Dataset,
+  type FileEntry,
+  type FileSource,
+  type Split,
+} from "./lib/data/dataset.ts";
+export { createSynthetic, type SyntheticOptions } from "./lib/data/synthetic.ts";
 
 // Files
 export {
@@ -107,7 +115,13 @@ export {
   writeSafetensorsFile,
 } from "./lib/io/safetensors.ts";
 export { parsePth, type PthTensor, readPthFile, UnsafePickleError } from "./lib/io/pth.ts";
-export { type DecodedImage, decodeImage, readImage, toModelInput } from "./lib/io/image.ts";
+export {
+  type DecodedImage,
+  decodeImage,
+  type ModelInputSpec,
+  readImage,
+  toModelInput,
+} from "./lib/io/image.ts";
 
 // The GPU engine, for custom layers
 export { getGpu, type Gpu } from "./lib/gpu/device.ts";

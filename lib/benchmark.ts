@@ -10,13 +10,21 @@ import { Trainer } from "./train/trainer.ts";
 
 /** What {@link benchmarkModel} measured (medians). */
 export interface ModelBenchmark {
+  /** Registered model name, e.g. "cct_7_3x1_32". */
   model: string;
+  /** GPU adapter description (`Gpu.description`). */
   adapter: string;
+  /** Input shape as "C×H×W", e.g. "3×32×32". */
   input: string;
+  /** Batch size of the inference and training measurements. */
   batch: number;
+  /** Inference throughput at `batch`, images per second (forward pass including upload and read-back). */
   inferenceImagesPerSecond: number;
+  /** Wall-clock latency of one forward pass on a single image, in milliseconds. */
   latencyBatch1Ms: number;
+  /** Training throughput at `batch`, images per second (full step: augmentation through AdamW). */
   trainImagesPerSecond: number;
+  /** Wall-clock time of one training step at `batch`, in milliseconds. */
   trainStepMs: number;
 }
 
@@ -49,7 +57,26 @@ function randomDataset(
   };
 }
 
-/** Times inference and training of a registered model; `repeats` submissions per median. */
+/**
+ * Times inference and training of a registered model on random data of its input shape.
+ *
+ * Each figure is the median of `repeats` timed runs after one warm-up run (which compiles the pipelines and
+ * allocates buffers); training times `trainSteps` consecutive steps per run. Remaining options are
+ * {@link ModelOptions} passed to {@link CompactTransformer.create}.
+ *
+ * @param name Registered model name (one of `modelNames()`).
+ * @param options `batch` (default 128), `repeats` (default 5), `trainSteps` (default 5) and model options.
+ * @returns The medians, rounded for display.
+ *
+ * @example Compare inference and training throughput
+ * ```ts
+ * import { benchmarkModel } from "@compact-transformers/cct";
+ *
+ * const r = await benchmarkModel("cct_2_3x2_32", { batch: 64, repeats: 3 });
+ * console.log(`${r.model} on ${r.adapter}: ${r.inferenceImagesPerSecond} img/s inference, ` +
+ *   `${r.trainImagesPerSecond} img/s training, ${r.latencyBatch1Ms} ms batch-1 latency`);
+ * ```
+ */
 export async function benchmarkModel(
   name: string,
   { batch = 128, repeats = 5, trainSteps = 5, ...options }: ModelOptions & {

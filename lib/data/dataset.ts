@@ -18,8 +18,11 @@ export interface Split {
 export interface Dataset {
   /** Short identifier, e.g. `"fashion-mnist"`, `"cifar10"`, `"synthetic-shapes"`. */
   name: string;
+  /** Channels per image (C): 1 for grey-scale, 3 for RGB. */
   channels: number;
+  /** Image height in pixels (H). */
   height: number;
+  /** Image width in pixels (W). */
   width: number;
   /** Class names; a label is an index into this list. */
   classes: string[];
@@ -27,7 +30,9 @@ export interface Dataset {
   mean: number[];
   /** Per-channel standard deviation of the pixel values scaled to [0, 1]. */
   std: number[];
+  /** The training split. */
   train: Split;
+  /** The held-out split used for evaluation (may be empty). */
   test: Split;
 }
 
@@ -273,8 +278,11 @@ export function normalizeImages(
 
 /** A directory entry as the loaders see it. */
 export interface FileEntry {
+  /** Base name of the entry (no directory part). */
   name: string;
+  /** True for a regular file. */
   isFile: boolean;
+  /** True for a directory. */
   isDirectory: boolean;
 }
 

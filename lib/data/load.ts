@@ -44,11 +44,25 @@ export interface LoadOptions {
  * Loads the data set a spec names: `kind` or `kind:argument`, where the argument is a directory (for
  * `synthetic`: `gray` / `rgb`, optionally followed by the image size, e.g. `gray28`).
  *
+ * @param spec The data set, e.g. `"synthetic:gray28"` or `"cifar10:data/cifar-10-batches-bin"`.
+ * @param options Seed, folder geometry and the file source.
+ * @returns The whole data set, both splits in memory.
+ * @throws {TypeError} If the kind is unknown or needs a directory that the spec does not give.
+ *
  * @example The embedded default
  * ```ts
- * import { loadDataset } from "./load.ts";
+ * import { loadDataset } from "@compact-transformers/cct";
+ *
  * const data = await loadDataset("synthetic:gray28");
  * console.log(data.channels, data.height, data.train.length); // 1 28 12000
+ * ```
+ *
+ * @example CIFAR-10 from the official binary archive, extracted
+ * ```ts
+ * import { loadDataset } from "@compact-transformers/cct";
+ *
+ * const cifar = await loadDataset("cifar10:data/cifar-10-batches-bin");
+ * console.log(cifar.classes.length, cifar.train.length, cifar.test.length); // 10 50000 10000
  * ```
  */
 export async function loadDataset(spec: string, options: LoadOptions = {}): Promise<Dataset> {

@@ -5,15 +5,21 @@
 
 /** What the rest of the library needs to know about the device it runs on. */
 export interface Gpu {
+  /** The device every buffer, pipeline and submission of the library uses. */
   readonly device: GPUDevice;
+  /** The adapter the device was requested from. */
   readonly adapter: GPUAdapter;
   /** Adapter description, e.g. "llvmpipe (LLVM 15.0.6, 256 bits)". */
   readonly description: string;
   /** "vulkan", "gl", … when known (from `DENO_WEBGPU_BACKEND`), otherwise "default". */
   readonly backend: string;
+  /** Whether the adapter reports itself as a fallback (typically a software implementation). */
   readonly isFallbackAdapter: boolean;
+  /** Whether the device was created with the `subgroups` feature (WGSL `enable subgroups;`). */
   readonly hasSubgroups: boolean;
+  /** Whether the device has `shader-f16` (WGSL `enable f16;`). */
   readonly hasF16: boolean;
+  /** Whether the device has `timestamp-query`, which `Plan.profile()` needs. */
   readonly hasTimestamps: boolean;
   /** Subgroup width when `hasSubgroups` and the adapter's width is fixed (8 on lavapipe), else 0. */
   readonly subgroupSize: number;
@@ -22,7 +28,25 @@ export interface Gpu {
 let current: Promise<Gpu> | undefined;
 let lostReason: string | undefined;
 
-/** Returns the process-wide GPU, requesting it on first use. */
+/**
+ * Returns the process-wide GPU, requesting it on first use.
+ *
+ * The adapter is requested with `powerPreference: "high-performance"`, the device with the adapter's own limits
+ * (not WebGPU's defaults) and every optional feature the library can use. A failed request is not cached, so a
+ * later call tries again.
+ *
+ * @returns The shared {@link Gpu}; every call resolves to the same object.
+ * @throws {Error} If this Deno has no WebGPU or no adapter is found (the message says what to install).
+ *
+ * @example Report the adapter and its features
+ * ```ts
+ * import { getGpu } from "@compact-transformers/cct";
+ *
+ * const gpu = await getGpu();
+ * console.log(gpu.description, gpu.backend, { subgroups: gpu.hasSubgroups, f16: gpu.hasF16 });
+ * console.log("largest binding:", gpu.device.limits.maxStorageBufferBindingSize, "bytes");
+ * ```
+ */
 export function getGpu(): Promise<Gpu> {
   current ??= requestGpu().catch((e) => {
     current = undefined;

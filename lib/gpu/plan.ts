@@ -15,12 +15,45 @@ export type UniformField = { u32: number } | { i32: number } | { f32: number };
 /** Something a binding can be: a tensor view, a raw buffer binding, or uniform values packed by the plan. */
 export type Binding = Tensor | GPUBufferBinding | { uniform: readonly (number | UniformField)[] };
 
-/** A uniform buffer the host rewrites between submissions (learning rate, step, RNG seed). */
+/**
+ * A uniform buffer the host rewrites between submissions (learning rate, step, RNG seed).
+ *
+ * Unlike the inline `{ uniform: [...] }` bindings of a {@link Plan}, which are fixed when the plan is
+ * finalized, a block's values can change every step: write them through {@link UniformBlock.u32} or
+ * {@link UniformBlock.f32}, call {@link UniformBlock.flush}, and submit.
+ *
+ * @example A per-step scale factor read by a kernel
+ * ```ts
+ * import { getGpu, Plan, UniformBlock } from "@compact-transformers/cct";
+ *
+ * const gpu = await getGpu();
+ * const step = new UniformBlock(gpu, 2, "step"); // word 0: u32 step, word 1: f32 scale
+ * const plan = new Plan(gpu, "scaled step");
+ * // plan.dispatch("myKernel", code, [step.binding(), out, input], groups);
+ * for (let i = 0; i < 100; i++) {
+ *   step.u32[0] = i;
+ *   step.f32[1] = 1 / (1 + i);
+ *   step.flush();
+ *   plan.submit();
+ * }
+ * ```
+ */
 export class UniformBlock {
+  /** The GPU buffer (`UNIFORM | COPY_DST`), at least 16 bytes and a multiple of 16. */
   readonly buffer: GPUBuffer;
+  /** Host copy of the contents; {@link UniformBlock.u32} and {@link UniformBlock.f32} are views of it. */
   readonly data: ArrayBuffer;
+  /** The contents as 32-bit unsigned words (write `u32` and `i32` fields here). */
   readonly u32: Uint32Array;
+  /** The same contents as 32-bit floats (write `f32` fields here). */
   readonly f32: Float32Array;
+  /**
+   * Creates a zero-filled block.
+   *
+   * @param gpu The device to allocate on.
+   * @param words Number of 32-bit fields; the buffer is padded to a multiple of 16 bytes.
+   * @param label Debug label of the buffer.
+   */
   constructor(readonly gpu: Gpu, words: number, label: string) {
     const bytes = Math.max(16, Math.ceil((words * 4) / 16) * 16);
     this.buffer = gpu.device.createBuffer({
@@ -36,6 +69,7 @@ export class UniformBlock {
   flush(): void {
     this.gpu.device.queue.writeBuffer(this.buffer, 0, this.data);
   }
+  /** The whole buffer as a binding, to pass among a dispatch's bindings. */
   binding(): GPUBufferBinding {
     return { buffer: this.buffer };
   }
@@ -85,13 +119,45 @@ interface Step {
   bindGroup?: GPUBindGroup;
 }
 
-/** An ordered list of dispatches, recorded once and submitted many times. */
+/**
+ * An ordered list of dispatches, recorded once and submitted many times.
+ *
+ * {@link Plan.dispatch} compiles (or takes from the cache) each kernel's pipeline; the first
+ * {@link Plan.encode} packs the inline uniforms into one buffer and creates the bind groups. After that a
+ * submission only records the dispatches into one compute pass: no allocation, no validation round trip.
+ *
+ * @example Double a tensor in place with a custom kernel
+ * ```ts
+ * import { getGpu, Plan, readTensor, uploadTensor } from "@compact-transformers/cct";
+ *
+ * const gpu = await getGpu();
+ * const x = uploadTensor(gpu, new Float32Array([1, 2, 3, 4, 5]), [5], "x");
+ * const code = `
+ *   struct Sizes { n: u32 }
+ *   @group(0) @binding(0) var<uniform> sizes: Sizes;
+ *   @group(0) @binding(1) var<storage, read_write> x: array<f32>;
+ *   @compute @workgroup_size(64) fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+ *     if (gid.x < sizes.n) { x[gid.x] = 2.0 * x[gid.x]; }
+ *   }`;
+ * const plan = new Plan(gpu, "double");
+ * plan.dispatch("double", code, [{ uniform: [x.size] }, x], Math.ceil(x.size / 64));
+ * await plan.run(); // validates, submits, waits
+ * console.log(await readTensor(gpu, x)); // Float32Array [2, 4, 6, 8, 10]
+ * plan.destroy();
+ * ```
+ */
 export class Plan {
   #steps: Step[] = [];
   #checks: Promise<void>[] = [];
   #uniforms: GPUBuffer | undefined;
   #finalized = false;
 
+  /**
+   * Creates an empty plan.
+   *
+   * @param gpu The device whose pipelines and buffers the plan uses.
+   * @param label Names the plan in error messages, profiles and debug labels.
+   */
   constructor(readonly gpu: Gpu, readonly label: string) {}
 
   /** Number of dispatches in the plan. */

@@ -16,9 +16,39 @@ export function sizeOf(shape: readonly number[]): number {
   return n;
 }
 
-/** A float32 (or int32/uint32, when a kernel says so) tensor living in a GPU buffer. */
+/**
+ * A float32 (or int32/uint32, when a kernel says so) tensor living in a GPU buffer.
+ *
+ * A tensor is only a view, `shape` elements at byte `offset` of `buffer`, row-major and densely packed; it owns
+ * nothing, and several tensors may share one buffer (see {@link Arena}). Create standalone tensors with
+ * {@link createTensor} or {@link uploadTensor}.
+ *
+ * @example Upload, view under another shape, read back
+ * ```ts
+ * import { getGpu, readTensor, uploadTensor } from "@compact-transformers/cct";
+ *
+ * const gpu = await getGpu();
+ * const x = uploadTensor(gpu, Float32Array.from({ length: 12 }, (_, i) => i), [2, 6], "x");
+ * const tokens = x.reshape([2, 3, 2]); // [B, N, d], same memory
+ * const first = x.prefix([6]); // the first row only
+ * console.log(tokens.shape, first.byteLength); // [2, 3, 2] 24
+ * console.log(await readTensor(gpu, first)); // Float32Array [0, 1, 2, 3, 4, 5]
+ * x.buffer.destroy();
+ * ```
+ */
 export class Tensor {
+  /** Number of elements (the product of `shape`). */
   readonly size: number;
+  /**
+   * Creates a view; does not allocate.
+   *
+   * @param buffer The buffer holding the data (needs `STORAGE` usage to be bound).
+   * @param shape Dimensions, outermost first; non-negative integers.
+   * @param offset Byte offset of the first element; bound views need a multiple of 256.
+   * @param label Names the tensor in error messages; defaults to the buffer's label.
+   * @throws {TypeError} If a dimension is not a non-negative integer.
+   * @throws {RangeError} If the view extends past the end of `buffer`.
+   */
   constructor(
     readonly buffer: GPUBuffer,
     readonly shape: readonly number[],
@@ -36,6 +66,7 @@ export class Tensor {
     }
   }
 
+  /** Size of the view in bytes (4 per element). */
   get byteLength(): number {
     return this.size * 4;
   }
@@ -123,13 +154,36 @@ async function readBytes(gpu: Gpu, t: Tensor): Promise<ArrayBuffer> {
 /**
  * Carves many named tensors out of one buffer: reserve every shape first, then `allocate` once.
  * One buffer per table means one dispatch can update all parameters (AdamW, zeroing, norms).
+ *
+ * Views are aligned to {@link VIEW_ALIGNMENT} bytes; a new buffer is zero-filled, padding included.
+ *
+ * @example A parameter table
+ * ```ts
+ * import { Arena, getGpu, writeTensor } from "@compact-transformers/cct";
+ *
+ * const gpu = await getGpu();
+ * const params = new Arena("params");
+ * params.reserve("fc.weight", [10, 128]);
+ * params.reserve("fc.bias", [10]);
+ * params.allocate(gpu);
+ * writeTensor(gpu, params.get("fc.bias"), new Float32Array(10).fill(0.1));
+ * const all = params.whole(); // one flat view for whole-table kernels
+ * console.log(params.names(), all.size); // ["fc.weight", "fc.bias"] 1344
+ * params.destroy();
+ * ```
  */
 export class Arena {
   #entries: { name: string; shape: readonly number[]; offset: number }[] = [];
   #bytes = 0;
   #tensors = new Map<string, Tensor>();
+  /** The backing buffer; `undefined` before {@link Arena.allocate} and after {@link Arena.destroy}. */
   buffer: GPUBuffer | undefined;
 
+  /**
+   * Creates an empty arena; nothing is allocated until {@link Arena.allocate}.
+   *
+   * @param label Label of the buffer, used in error messages.
+   */
   constructor(readonly label: string) {}
 
   /** Reserves a named view; returns its byte offset in the arena. */
@@ -148,6 +202,13 @@ export class Arena {
     return Math.max(VIEW_ALIGNMENT, this.#bytes);
   }
 
+  /**
+   * Creates the buffer and the reserved views. Call once, after the last {@link Arena.reserve}.
+   *
+   * @param gpu The device to allocate on.
+   * @returns This arena, for chaining.
+   * @throws {RangeError} If the arena exceeds the largest buffer, or a view the largest storage binding.
+   */
   allocate(gpu: Gpu): this {
     const maxBinding = gpu.device.limits.maxStorageBufferBindingSize;
     if (this.byteLength > gpu.device.limits.maxBufferSize) {
@@ -163,6 +224,11 @@ export class Arena {
     return this;
   }
 
+  /**
+   * The view reserved under `name`.
+   *
+   * @throws {Error} If there is no such name or the arena is not allocated.
+   */
   get(name: string): Tensor {
     const t = this.#tensors.get(name);
     if (!t) {
@@ -171,10 +237,12 @@ export class Arena {
     return t;
   }
 
+  /** Whether `name` was reserved (allocated or not). */
   has(name: string): boolean {
     return this.#entries.some((e) => e.name === name);
   }
 
+  /** Reserved names in reservation order (which is also offset order). */
   names(): string[] {
     return this.#entries.map((e) => e.name);
   }
@@ -185,6 +253,7 @@ export class Arena {
     return new Tensor(this.buffer, [this.byteLength / 4], 0, this.label);
   }
 
+  /** Frees the buffer; the views become invalid. The arena can be allocated again. */
   destroy(): void {
     this.buffer?.destroy();
     this.buffer = undefined;
@@ -196,18 +265,50 @@ export class Arena {
  * Named tensors, each in a buffer of its own. Activations need this: WebGPU forbids binding one buffer both
  * read-write and read-only in a dispatch, even at disjoint ranges, and layers read one activation while writing
  * the next. (Parameters and gradients are only ever read, or only written, within a dispatch: they use an Arena.)
+ *
+ * @example Activations of a two-layer block
+ * ```ts
+ * import { BufferTable, getGpu } from "@compact-transformers/cct";
+ *
+ * const gpu = await getGpu();
+ * const [batch, tokens, dim] = [32, 64, 128];
+ * const acts = new BufferTable("acts");
+ * acts.reserve("x", [batch, tokens, dim]);
+ * acts.reserve("hidden", [batch, tokens, 2 * dim]);
+ * acts.allocate(gpu);
+ * const hidden = acts.get("hidden"); // [B, N, 2d], a buffer of its own
+ * console.log(hidden.shape, acts.byteLength); // [32, 64, 256] 3145728
+ * acts.destroy();
+ * ```
  */
 export class BufferTable {
   #shapes = new Map<string, readonly number[]>();
   #tensors = new Map<string, Tensor>();
 
+  /**
+   * Creates an empty table; nothing is allocated until {@link BufferTable.allocate}.
+   *
+   * @param label Prefix of the buffer labels, used in error messages.
+   */
   constructor(readonly label: string) {}
 
+  /**
+   * Declares a tensor to be created by {@link BufferTable.allocate}.
+   *
+   * @throws {Error} If `name` is already reserved.
+   */
   reserve(name: string, shape: readonly number[]): void {
     if (this.#shapes.has(name)) throw new Error(`${this.label}: "${name}" twice`);
     this.#shapes.set(name, shape);
   }
 
+  /**
+   * Creates one buffer per reserved tensor.
+   *
+   * @param gpu The device to allocate on.
+   * @returns This table, for chaining.
+   * @throws {RangeError} If a tensor is larger than the largest storage binding.
+   */
   allocate(gpu: Gpu): this {
     for (const [name, shape] of this.#shapes) {
       if (sizeOf(shape) * 4 > gpu.device.limits.maxStorageBufferBindingSize) {
@@ -218,12 +319,18 @@ export class BufferTable {
     return this;
   }
 
+  /**
+   * The tensor reserved under `name`.
+   *
+   * @throws {Error} If there is no such name or the table is not allocated.
+   */
   get(name: string): Tensor {
     const t = this.#tensors.get(name);
     if (!t) throw new Error(`${this.label}: no tensor "${name}"`);
     return t;
   }
 
+  /** Whether `name` was reserved (allocated or not). */
   has(name: string): boolean {
     return this.#shapes.has(name);
   }
@@ -235,6 +342,7 @@ export class BufferTable {
     return n;
   }
 
+  /** Frees every buffer of the table. */
   destroy(): void {
     for (const t of this.#tensors.values()) t.buffer.destroy();
     this.#tensors.clear();

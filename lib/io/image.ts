@@ -7,7 +7,9 @@ import jpeg from "npm:jpeg-js@0.4.4";
 
 /** A decoded image: 8 bits per sample, pixels row-major, samples of one pixel together (HWC). */
 export interface DecodedImage {
+  /** Width in pixels. */
   width: number;
+  /** Height in pixels. */
   height: number;
   /** 1 (gray), 2 (gray + alpha), 3 (RGB) or 4 (RGBA). */
   channels: number;
@@ -20,8 +22,11 @@ export type ImageFormat = "png" | "jpeg";
 
 /** What the model expects: its input geometry and the per-channel normalisation. */
 export interface ModelInputSpec {
+  /** Input channels (C): 1 or 3. */
   channels: number;
+  /** Input height in pixels (H). */
   height: number;
+  /** Input width in pixels (W). */
   width: number;
   /** Per-channel mean of pixel values scaled to [0, 1]. */
   mean: number[];
@@ -244,10 +249,16 @@ export function toUint8CHW(
  * An image as a float32 CHW model input: channel conversion (gray ↔ RGB, alpha dropped), bilinear resize to
  * `height`×`width`, then `(x/255 − mean[c])/std[c]`.
  *
+ * @param image A decoded image, any size and any of the four channel layouts.
+ * @param spec The model's input geometry and normalisation (a `Dataset` or `CheckpointInfo` plus the geometry fits).
+ * @returns `channels·height·width` floats, CHW.
+ * @throws {TypeError} If `mean` or `std` does not have one entry per channel.
+ *
  * @example A gray PNG as a CIFAR-shaped input
  * ```ts
  * import { encode } from "npm:fast-png@8.0.0";
- * import { decodeImage, toModelInput } from "./image.ts";
+ * import { decodeImage, toModelInput } from "@compact-transformers/cct";
+ *
  * const image = decodeImage(encode({ width: 4, height: 4, channels: 1, data: new Uint8Array(16).fill(128) }));
  * const input = toModelInput(image, {
  *   channels: 3, height: 32, width: 32, mean: [0.4914, 0.4822, 0.4465], std: [0.247, 0.2435, 0.2616],

@@ -13,21 +13,31 @@ export type PositionalEmbedding = "learnable" | "sine" | "none";
 export interface ModelConfig {
   /** Registered name this config came from, or "custom". */
   name: string;
+  /** Architecture family: ViT-Lite, CVT or CCT. */
   family: Family;
   /** Encoder blocks. */
   layers: number;
+  /** Attention heads per block; divides `dim`. */
   heads: number;
   /** Embedding width d. */
   dim: number;
   /** MLP hidden width = dim · mlpRatio. */
   mlpRatio: number;
+  /** Input height in pixels. */
   imgHeight: number;
+  /** Input width in pixels. */
   imgWidth: number;
+  /** Input channels (3 for RGB). */
   inChannels: number;
+  /** Output classes: the length of each image's logit vector. */
   numClasses: number;
+  /** Positional encoding added to the tokens. */
   positionalEmbedding: PositionalEmbedding;
+  /** Dropout probability after the positional embedding, the attention projection and the MLP, in [0, 1). */
   dropout: number;
+  /** Dropout probability on the attention weights, in [0, 1). */
   attentionDropout: number;
+  /** Stochastic-depth (drop-path) probability of the last block, rising linearly from 0 at the first. */
   stochasticDepth: number;
   /** CCT: conv kernel size; ViT-Lite/CVT: patch size. */
   kernelSize: number;
@@ -41,11 +51,17 @@ export interface ModelConfig {
 export interface ModelOptions {
   /** Square image size, or [height, width]. */
   imgSize?: number | [number, number];
+  /** Input channels (default 3). */
   inChannels?: number;
+  /** Output classes (default: the variant's, e.g. 10 for `*_32`). */
   numClasses?: number;
+  /** Positional encoding (default: `"sine"` for `*_sine` names, else `"learnable"`). */
   positionalEmbedding?: PositionalEmbedding;
+  /** See {@link ModelConfig.dropout} (default 0). */
   dropout?: number;
+  /** See {@link ModelConfig.attentionDropout} (default 0.1). */
   attentionDropout?: number;
+  /** See {@link ModelConfig.stochasticDepth} (default 0.1). */
   stochasticDepth?: number;
   /** CCT kernel size / ViT-Lite and CVT patch size. */
   kernelSize?: number;
@@ -152,14 +168,38 @@ register("cct_14_7x2_384_fl", {
   numClasses: 102,
 });
 
-/** Every registered model name, in registry order. */
+/**
+ * Every registered model name, in registry order: the official variants (`vit_*`, `cvt_*`, `cct_*`) and their
+ * `_sine` twins.
+ *
+ * @example Pick the CIFAR-sized CCT variants
+ * ```ts
+ * import { modelNames } from "@compact-transformers/cct";
+ *
+ * const small = modelNames().filter((n) => n.startsWith("cct_") && n.endsWith("_32"));
+ * console.log(small); // ["cct_2_3x2_32", "cct_4_3x2_32", …, "cct_7_3x2_32"]
+ * ```
+ */
 export function modelNames(): string[] {
   return [...registry.keys()];
 }
 
 /**
  * The full configuration of a registered model, with overrides applied.
- * Throws a RangeError listing close names when `name` is unknown.
+ *
+ * @param name A registered name (see {@link modelNames}), e.g. `"cct_7_3x1_32"`.
+ * @param options Overrides of the input geometry, classes and regularisation.
+ * @returns The complete, validated configuration.
+ * @throws {RangeError} If `name` is unknown (the message lists close names) or an override is invalid.
+ *
+ * @example CCT-7/3x1 for 28×28 grey-scale images
+ * ```ts
+ * import { modelConfig, parameterCount, tokenCount } from "@compact-transformers/cct";
+ *
+ * const config = modelConfig("cct_7_3x1_32", { imgSize: 28, inChannels: 1 });
+ * console.log(config.dim, config.heads, tokenCount(config)); // 256 4 196
+ * console.log(parameterCount(config)); // 3740171
+ * ```
  */
 export function modelConfig(name: string, options: ModelOptions = {}): ModelConfig {
   const v = registry.get(name);
@@ -181,7 +221,30 @@ export function modelConfig(name: string, options: ModelOptions = {}): ModelConf
   });
 }
 
-/** A configuration from explicit architecture numbers (the generic constructors). */
+/**
+ * A configuration from explicit architecture numbers (the generic constructors), for sizes the registry lacks.
+ *
+ * Options default to a 32×32 RGB input, 10 classes, learnable positions, dropout 0, attention dropout 0.1,
+ * stochastic depth 0.1, and for CCT a 3×3 kernel with 2 conv layers (ViT-Lite/CVT: patch size 4).
+ *
+ * @param arch Family, depth, heads, width `dim` and MLP ratio; `name` defaults to `"custom"`.
+ * @param options Input geometry, classes and regularisation.
+ * @returns The complete, validated configuration.
+ * @throws {RangeError} If a size is not a positive integer, `dim` is not divisible by `heads`, a probability
+ * is outside [0, 1), or the image is too small for the tokenizer.
+ *
+ * @example A three-block CCT, 96 wide
+ * ```ts
+ * import { CompactTransformer, customConfig, parameterCount } from "@compact-transformers/cct";
+ *
+ * const config = customConfig(
+ *   { name: "cct_3_3x2_28", family: "cct", layers: 3, heads: 2, dim: 96, mlpRatio: 2 },
+ *   { imgSize: 28, inChannels: 1 },
+ * );
+ * const model = await CompactTransformer.create(config, { seed: 1 });
+ * console.log(parameterCount(config), model.parameterCount); // 285323 285323
+ * ```
+ */
 export function customConfig(
   arch: { name?: string; family: Family; layers: number; heads: number; dim: number; mlpRatio: number },
   options: ModelOptions = {},
@@ -251,20 +314,31 @@ function validateConfig(c: ModelConfig): void {
 
 /** One conv (→ ReLU → max-pool) stage of the tokenizer. */
 export interface ConvStage {
+  /** Input channels of the convolution. */
   inChannels: number;
+  /** Output channels of the convolution (`dim` for the last stage). */
   outChannels: number;
+  /** Square kernel size. */
   kernel: number;
+  /** Convolution stride. */
   stride: number;
+  /** Zero padding on every side. */
   padding: number;
+  /** Whether the convolution has a bias (patch embeddings do, CCT convs do not). */
   bias: boolean;
   /** CCT stages apply ReLU then MaxPool2d(3, 2, 1); patch embeddings neither. */
   reluPool: boolean;
+  /** Input height. */
   inH: number;
+  /** Input width. */
   inW: number;
+  /** Height of the convolution's output (before the pool). */
   convH: number;
+  /** Width of the convolution's output (before the pool). */
   convW: number;
-  /** Spatial size after the stage (after the pool if any). */
+  /** Height after the stage (after the pool if any). */
   outH: number;
+  /** Width after the stage (after the pool if any). */
   outW: number;
 }
 
@@ -338,8 +412,11 @@ export type InitKind = "trunc_normal_0.02" | "trunc_normal_0.2" | "kaiming_conv"
 
 /** One entry of the parameter table, under its official state-dict name. */
 export interface ParameterSpec {
+  /** Official PyTorch state-dict name, e.g. `"classifier.blocks.0.self_attn.qkv.weight"`. */
   name: string;
+  /** PyTorch shape, e.g. `[3·dim, dim]` for a qkv weight. */
   shape: number[];
+  /** Initialisation applied by a fresh model. */
   init: InitKind;
   /** Weight decay applies (≥ 2-D weights; never biases, norm affine, embeddings' 1-D). */
   decay: boolean;

@@ -44,6 +44,7 @@ export type WeightSource = Uint8Array | string | Map<string, HostTensor>;
 export interface LossAndGradients {
   /** Mean cross-entropy over the batch. */
   loss: number;
+  /** Logits [n, classes], row-major. */
   logits: Float32Array;
   /** ∂loss/∂parameter for every trainable parameter, by official name. */
   gradients: Map<string, Float32Array>;
@@ -76,16 +77,35 @@ export function parseWeights(
 /**
  * ViT-Lite, CVT or CCT with its weights on the GPU.
  *
- * @example
+ * Create one with {@link CompactTransformer.create}; weights load from safetensors or official `.pth` files
+ * under the PyTorch state-dict names. Inputs are normalised float32 images [n, c, h, w]; outputs are logits
+ * [n, classes]. Call {@link CompactTransformer.destroy} to free GPU memory.
+ *
+ * @example Inference with pretrained weights
  * ```ts
- * const model = await CompactTransformer.create("cct_2_3x2_32", { numClasses: 10 });
+ * import { CompactTransformer } from "@compact-transformers/cct";
+ *
+ * const model = await CompactTransformer.create("cct_7_3x1_32");
+ * await model.loadWeights("cct_7_3x1_32_cifar10_300epochs.pth");
  * const logits = await model.forward(new Float32Array(2 * 3 * 32 * 32), [2, 3, 32, 32]);
- * console.log(logits.length); // 20
+ * console.log(logits.length); // 20: 2 images × 10 classes
+ * model.destroy();
+ * ```
+ *
+ * @example Fine-tune to another class count
+ * ```ts
+ * import { CompactTransformer } from "@compact-transformers/cct";
+ *
+ * const model = await CompactTransformer.create("cct_7_3x1_32", { numClasses: 37 });
+ * const report = await model.loadWeights("cct_7_3x1_32_cifar10_300epochs.pth", { strict: false });
+ * console.log(report); // the classifier stays freshly initialised
+ * await Deno.writeFile("start.safetensors", await model.saveWeights({ note: "from CIFAR-10" }));
  * ```
  */
 export class CompactTransformer {
   /** Parameters by official name, in one buffer: decayed weights, then other trainables, then frozen. */
   readonly params: Arena;
+  /** The parameter table in the official state-dict order (see {@link parameterSpecs}). */
   readonly specs: ParameterSpec[];
   #inference = new Map<number, Program>();
   #train = new Map<number, TrainProgram>();
@@ -101,6 +121,11 @@ export class CompactTransformer {
 
   /**
    * Builds a registered model (see `modelNames()`) or a custom configuration, with seeded initial weights.
+   *
+   * @param nameOrConfig A registered name such as `"cct_7_3x1_32"`, or a config from {@link customConfig}.
+   * @param options Overrides of the configuration, and `seed` (default 0) of the initial weights.
+   * @returns The model, its parameters allocated and initialised on the process-wide GPU.
+   * @throws {RangeError} If the name is unknown or an override is invalid.
    */
   static async create(
     nameOrConfig: string | ModelConfig,

@@ -57,7 +57,9 @@ function blockSeeds(i: number) {
 
 /** Dropout rates in effect: the config's in training, zero in evaluation. */
 export interface Rates {
+  /** Dropout probability of the embedding, attention projection and MLP outputs. */
   dropout: number;
+  /** Dropout probability of the attention weights. */
   attentionDropout: number;
   /** Drop-path rate of each block (linear in depth, SPEC §1). */
   dropPath: number[];
@@ -75,14 +77,34 @@ export function ratesOf(c: ModelConfig, train: boolean): Rates {
   };
 }
 
-/** The activations of one batch size; `saved` keeps each block's tensors for backward. */
+/**
+ * The activations of one batch size; `saved` keeps each block's tensors for backward.
+ *
+ * Tensors are named as in the recorded passes: `"input"` [B, C, H, W], `"tokens"` [B, N, d], the residual
+ * stream through {@link Activations.stream}, per-block tensors through {@link Activations.block}, `"logits"`
+ * [B, classes]; with `saved`, also the activation gradients (`"dlogits"`, `"dstream"`, …).
+ */
 export class Activations {
+  /** The buffers, one per tensor (see {@link BufferTable} for why not an arena). */
   readonly arena: BufferTable;
+  /** Batch size B these activations were allocated for. */
   readonly batch: number;
+  /** Tokens out of the tokenizer (N, without the class token). */
   readonly tokens: number;
+  /** Sequence length inside the encoder (N, plus 1 for ViT-Lite's class token). */
   readonly seq: number;
+  /** Whether every block keeps its own tensors and activation gradients exist (training). */
   readonly saved: boolean;
 
+  /**
+   * Allocates every activation of `config` for `batch` images.
+   *
+   * @param gpu The device to allocate on.
+   * @param config The model the activations belong to.
+   * @param batch Batch size B.
+   * @param saved Keep each block's tensors and allocate gradient buffers, for a backward pass; otherwise
+   * blocks share one set and the residual stream ping-pongs between two buffers (inference).
+   */
   constructor(readonly gpu: Gpu, readonly config: ModelConfig, batch: number, saved: boolean) {
     this.batch = batch;
     this.saved = saved;
@@ -150,6 +172,11 @@ export class Activations {
     a.allocate(gpu);
   }
 
+  /**
+   * The activation named `name`, e.g. `"input"` or `"logits"`.
+   *
+   * @throws {Error} If there is no such activation for this model and mode.
+   */
   get(name: string): Tensor {
     return this.arena.get(name);
   }
@@ -172,6 +199,7 @@ export class Activations {
     return c.family === "vit" ? this.get("sequence") : this.get("tokens");
   }
 
+  /** Frees every activation buffer. */
   destroy(): void {
     this.arena.destroy();
   }
@@ -182,10 +210,15 @@ export type TensorTable = { get(name: string): Tensor };
 
 /** Everything a recorded pass reads: parameters, activations, rates, and the seed block (when any rate > 0). */
 export interface PassContext {
+  /** The model's configuration. */
   config: ModelConfig;
+  /** Parameters by official name (a parameter arena). */
   params: TensorTable;
+  /** The activations of the batch size being recorded. */
   acts: Activations;
+  /** Dropout and drop-path rates of the pass (zero for evaluation). */
   rates: Rates;
+  /** Per-step random seeds, one word per random site; required when any rate is non-zero. */
   seeds?: UniformBlock;
 }
 

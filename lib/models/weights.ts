@@ -8,7 +8,9 @@ import { sinePositionalTable } from "./init.ts";
 
 /** A tensor as read from a weight file. */
 export interface HostTensor {
+  /** Dimensions, outermost first (PyTorch order). */
   shape: number[];
+  /** The elements, row-major; integer tensors are rejected by {@link matchStateDict}. */
   data: Float32Array | Int32Array;
 }
 
@@ -35,6 +37,25 @@ export interface MatchReport {
  * unexpected, else one TypeError listing every problem. Non-strict: `classifier.fc.*` of another class count is
  * skipped (re-initialised), a learnable positional embedding of another grid is resized bilinearly, a sine table is
  * regenerated, unknown names are ignored; other mismatches still fail.
+ *
+ * Nothing is uploaded: `CompactTransformer.loadWeights` uses this and then writes `values` to the GPU.
+ *
+ * @param config The model the state dict is for.
+ * @param tensors The state dict, official name → tensor (e.g. from `parseSafetensors` or `parsePth`).
+ * @param options `strict` (default true) and the `source` label used in error messages.
+ * @returns A float32 value for every parameter taken from the file, and what a non-strict match changed.
+ * @throws {TypeError} Listing every missing, misshaped, integer or unexpected tensor.
+ *
+ * @example Check a checkpoint against a 100-class model before loading it
+ * ```ts
+ * import { matchStateDict, modelConfig, readPthFile } from "@compact-transformers/cct";
+ *
+ * const config = modelConfig("cct_7_3x1_32", { numClasses: 100 });
+ * const tensors = await readPthFile("cct_7_3x1_32_cifar10_300epochs.pth");
+ * const { values, report } = matchStateDict(config, tensors, { strict: false, source: "cifar10.pth" });
+ * console.log(report.reinitialised); // ["classifier.fc.weight", "classifier.fc.bias"]
+ * console.log(values.has("classifier.fc.weight")); // false: the head keeps its initial values
+ * ```
  */
 export function matchStateDict(
   config: ModelConfig,

@@ -14,10 +14,15 @@ import type { Trainer, TrainOptions, TrainState } from "./trainer.ts";
 
 /** What a checkpoint says about its model and data. */
 export interface CheckpointInfo {
+  /** The full model configuration, validated. */
   config: ModelConfig;
+  /** Per-channel mean of the training data (pixels scaled to [0, 1]), for normalising inputs. */
   mean: number[];
+  /** Per-channel standard deviation of the training data (pixels scaled to [0, 1]). */
   std: number[];
+  /** Class names in label order; `classes[argmax(logits)]` is the prediction. */
   classes: string[];
+  /** The data set the model was trained on (its name, or "unknown"). */
   dataset: string;
 }
 
@@ -37,7 +42,41 @@ export function describeModel(
   };
 }
 
-/** Reads {@link CheckpointInfo} back from a weights file's metadata; throws naming the file when absent. */
+/**
+ * Reads {@link CheckpointInfo} back from a weights file's metadata; throws naming the file when absent.
+ *
+ * @param metadata The safetensors `__metadata__` of a file written by this library.
+ * @param source The file's name, for error messages.
+ * @returns The model configuration, normalisation and class names.
+ * @throws {SyntaxError} If a field is missing or not valid JSON (e.g. an official PyTorch checkpoint).
+ * @throws {RangeError} If the stored configuration is invalid.
+ *
+ * @example Classify an image with a trained checkpoint
+ * ```ts
+ * import {
+ *   checkpointInfo,
+ *   CompactTransformer,
+ *   readImage,
+ *   readSafetensorsFile,
+ *   toModelInput,
+ * } from "@compact-transformers/cct";
+ *
+ * const file = await readSafetensorsFile("runs/cifar/best.safetensors");
+ * const info = checkpointInfo(file.metadata, "best.safetensors");
+ * const model = await CompactTransformer.create(info.config);
+ * await model.loadWeights(file.tensors);
+ * const c = info.config;
+ * const input = toModelInput(await readImage("cat.png"), {
+ *   channels: c.inChannels,
+ *   height: c.imgHeight,
+ *   width: c.imgWidth,
+ *   mean: info.mean,
+ *   std: info.std,
+ * });
+ * const logits = await model.forward(input, [1, c.inChannels, c.imgHeight, c.imgWidth]);
+ * console.log(info.classes[logits.indexOf(Math.max(...logits))]);
+ * ```
+ */
 export function checkpointInfo(metadata: Record<string, string>, source: string): CheckpointInfo {
   const field = <T>(key: string): T => {
     if (!(key in metadata)) {
@@ -87,7 +126,31 @@ export async function saveWeightsCheckpoint(
   return path;
 }
 
-/** Writes the resume file `last.state.safetensors`: weights, moments, options and state, atomically. */
+/**
+ * Writes the resume file `last.state.safetensors`: weights, moments, options and state, atomically.
+ *
+ * The file is written to a temporary name and renamed, so an interrupted save leaves the previous one intact.
+ * Waits for the GPU (it reads weights and moments back): call between epochs, e.g. from `onEpoch`.
+ *
+ * @param dir An existing directory.
+ * @param trainer The run to save.
+ * @returns The path written.
+ *
+ * @example Save after every epoch
+ * ```ts
+ * import { CompactTransformer, loadDataset, saveTrainingState, Trainer } from "@compact-transformers/cct";
+ *
+ * const data = await loadDataset("synthetic:gray28");
+ * const model = await CompactTransformer.create("cct_2_3x2_32", { imgSize: 28, inChannels: 1 });
+ * await Deno.mkdir("runs/demo", { recursive: true });
+ * const trainer = new Trainer(model, data, { epochs: 20 }, {
+ *   onEpoch: async (_summary, t) => {
+ *     await saveTrainingState("runs/demo", t);
+ *   },
+ * });
+ * await trainer.run();
+ * ```
+ */
 export async function saveTrainingState(dir: string, trainer: Trainer): Promise<string> {
   const path = join(dir, "last.state.safetensors");
   const weights = await trainer.model.getWeights();
@@ -111,15 +174,42 @@ export async function saveTrainingState(dir: string, trainer: Trainer): Promise<
 
 /** A parsed resume file. */
 export interface TrainingState {
+  /** The model and data description, as in a weights file. */
   info: CheckpointInfo;
+  /** The run's complete training options. */
   options: TrainOptions;
+  /** Epochs and steps completed, best top-1 so far. */
   state: TrainState;
+  /** Every parameter by official name, ready for `CompactTransformer.loadWeights`. */
   weights: Map<string, { shape: number[]; data: Float32Array }>;
+  /** AdamW first moments by parameter name (trainable parameters only). */
   m: Map<string, Float32Array>;
+  /** AdamW second moments by parameter name (trainable parameters only). */
   v: Map<string, Float32Array>;
 }
 
-/** Reads a resume file written by {@link saveTrainingState}; the whole file is validated before use. */
+/**
+ * Reads a resume file written by {@link saveTrainingState}; the whole file is validated before use.
+ *
+ * @param path The `last.state.safetensors` file.
+ * @returns Everything needed to continue the run: model, weights, moments, options and progress.
+ * @throws {SyntaxError} If the file is not a resume file.
+ * @throws {TypeError} If a tensor does not hold float32 data.
+ *
+ * @example Resume an interrupted run
+ * ```ts
+ * import { CompactTransformer, loadDataset, loadTrainingState, Trainer } from "@compact-transformers/cct";
+ *
+ * const saved = await loadTrainingState("runs/demo/last.state.safetensors");
+ * const data = await loadDataset("synthetic:gray28"); // the data set the run was started on
+ * const model = await CompactTransformer.create(saved.info.config);
+ * await model.loadWeights(saved.weights);
+ * const trainer = new Trainer(model, data, saved.options);
+ * trainer.state = { ...saved.state };
+ * trainer.setMoments(saved.m, saved.v);
+ * await trainer.run(); // continues at epoch saved.state.epoch, on the same loss curve
+ * ```
+ */
 export async function loadTrainingState(path: string): Promise<TrainingState> {
   const file = parseSafetensors(await Deno.readFile(path), path);
   const info = checkpointInfo(file.metadata, path);

@@ -32,7 +32,9 @@ import { learningRate, type ScheduleOptions } from "./schedule.ts";
 
 /** Every knob of a training run; {@link defaultTrainOptions} fills what is not given. */
 export interface TrainOptions extends ScheduleOptions {
+  /** Images per optimizer step (default 128); the last partial batch of an epoch is dropped. */
   batchSize: number;
+  /** AdamW decoupled weight decay (default 0.05), applied to ≥ 2-D weights only. */
   weightDecay: number;
   /** Label smoothing ε. */
   smoothing: number;
@@ -54,12 +56,20 @@ export interface TrainOptions extends ScheduleOptions {
   randAugment: string;
   /** Clip the global gradient norm to this value (0 disables). */
   clipGrad: number;
+  /** Run seed (default 0): shuffling, augmentation, dropout and mixing all derive from it and the step. */
   seed: number;
   /** Read metrics back every this many steps (each read waits for the GPU, ≥ 11 ms on llvmpipe). */
   logEvery: number;
 }
 
-/** The recipe's defaults scaled for small images and short runs. */
+/**
+ * The recipe's defaults scaled for small images and short runs: 10 epochs of batch 128, AdamW at lr 1e-3 with
+ * one warm-up epoch and cosine decay to 1e-5, weight decay 0.05, label smoothing 0.1, 2-pixel padded crops and
+ * flips; no mixup, CutMix, random erasing, RandAugment or clipping.
+ *
+ * @param overrides Options that replace the defaults.
+ * @returns A complete set of options.
+ */
 export function defaultTrainOptions(overrides: Partial<TrainOptions> = {}): TrainOptions {
   return {
     epochs: 10,
@@ -88,16 +98,21 @@ export function defaultTrainOptions(overrides: Partial<TrainOptions> = {}): Trai
 
 /** What the progress callback receives every `logEvery` steps. */
 export interface ProgressMetrics {
+  /** Current epoch, 1-based. */
   epoch: number;
-  /** Step within the epoch (1-based) and steps per epoch. */
+  /** Step within the epoch (1-based). */
   step: number;
+  /** Optimizer steps per epoch. */
   steps: number;
   /** Optimizer steps since the start of the run. */
   globalStep: number;
   /** Mean training loss and accuracy since the last report. */
   loss: number;
+  /** Fraction of training images (augmented) whose top-1 prediction was right since the last report. */
   accuracy: number;
+  /** Learning rate of the latest step. */
   lr: number;
+  /** Training throughput since the last report. */
   imagesPerSecond: number;
   /** Seconds left in the run at the current speed. */
   etaSeconds: number;
@@ -105,27 +120,39 @@ export interface ProgressMetrics {
 
 /** Evaluation of a split. */
 export interface EvalResult {
+  /** Mean cross-entropy (no label smoothing). */
   loss: number;
+  /** Fraction of images whose highest logit is the true class, in [0, 1]. */
   top1: number;
+  /** Fraction of images whose true class is among the five highest logits, in [0, 1]. */
   top5: number;
   /** confusion[true][predicted] counts. */
   confusion: number[][];
+  /** Number of images evaluated. */
   count: number;
 }
 
 /** One epoch's summary. */
 export interface EpochSummary {
+  /** Epochs completed, including this one (1-based). */
   epoch: number;
+  /** Mean training loss over the epoch (on augmented, smoothed targets). */
   trainLoss: number;
+  /** Training top-1 accuracy over the epoch, in [0, 1]. */
   trainAccuracy: number;
+  /** Evaluation of the test split after the epoch. */
   test: EvalResult;
+  /** Learning rate of the epoch's last step. */
   lr: number;
+  /** Wall-clock seconds of the training part (evaluation excluded). */
   seconds: number;
+  /** Training throughput over the epoch. */
   imagesPerSecond: number;
 }
 
 /** Hooks for progress display, logging and checkpointing. */
 export interface TrainCallbacks {
+  /** Called every `logEvery` steps and at the end of each epoch, after metrics are read back. */
   onProgress?(m: ProgressMetrics): void;
   /** Called after each epoch's evaluation; may await (e.g. write a checkpoint). */
   onEpoch?(summary: EpochSummary, trainer: Trainer): void | Promise<void>;
@@ -137,11 +164,19 @@ export interface TrainState {
   epoch: number;
   /** Optimizer steps taken. */
   globalStep: number;
+  /** Best test top-1 accuracy after any epoch so far. */
   bestTop1: number;
 }
 
 /** Raised when the loss becomes NaN or infinite; the trainer stops without saving anything further. */
 export class NonFiniteLossError extends Error {
+  /**
+   * Records where the run diverged; the message names the loss, epoch and step.
+   *
+   * @param epoch Epoch (0-based) in which the loss diverged.
+   * @param globalStep Optimizer steps taken when the loss was read.
+   * @param loss The non-finite value.
+   */
   constructor(readonly epoch: number, readonly globalStep: number, loss: number) {
     super(
       `loss became ${loss} at epoch ${epoch}, step ${globalStep}: stopping (the last good checkpoint is kept)`,
@@ -323,21 +358,50 @@ export function optimizerRanges(model: CompactTransformer): {
 /**
  * Trains a model on a data set. One instance per run; `run()` goes through the remaining epochs.
  *
- * @example
+ * Each optimizer step is one GPU submission: upload the batch, augment, forward, loss, backward, AdamW.
+ * Metrics are read back every `logEvery` steps; the test split is evaluated after every epoch.
+ *
+ * @example Train CCT-2/3x2 on the embedded data set and keep the best weights
  * ```ts
+ * import { CompactTransformer, loadDataset, Trainer } from "@compact-transformers/cct";
+ *
+ * const data = await loadDataset("synthetic:gray28");
  * const model = await CompactTransformer.create("cct_2_3x2_32", { imgSize: 28, inChannels: 1 });
- * const trainer = new Trainer(model, data, { epochs: 5 });
+ * const trainer = new Trainer(model, data, { epochs: 5, batchSize: 64 }, {
+ *   onProgress: (m) => console.log(`${m.epoch}:${m.step}/${m.steps} loss ${m.loss.toFixed(3)}`),
+ *   onEpoch: async (s, t) => {
+ *     console.log(`epoch ${s.epoch}: test top-1 ${(100 * s.test.top1).toFixed(1)}%`);
+ *     if (s.test.top1 >= t.state.bestTop1) await Deno.writeFile("best.safetensors", await model.saveWeights());
+ *   },
+ * });
  * await trainer.run();
+ * trainer.destroy();
  * ```
  */
 export class Trainer {
+  /** The run's complete options (the defaults filled in). */
   readonly options: TrainOptions;
+  /** Progress of the run; set it, with {@link Trainer.setMoments}, to resume from a checkpoint. */
   state: TrainState = { epoch: 0, globalStep: 0, bestTop1: 0 };
+  /** AdamW first moments, laid out like the model's gradient arena. */
   readonly m: Tensor;
+  /** AdamW second moments, laid out like the model's gradient arena. */
   readonly v: Tensor;
+  /** AdamW hyper-parameters of the current step (learning rate, betas, ε, weight decay, step). */
   readonly hyper: UniformBlock;
   #program: StepProgram | undefined;
 
+  /**
+   * Prepares a run: checks that the data fit the model and allocates the optimizer state. The training step
+   * itself is recorded on the first epoch.
+   *
+   * @param model The model to train, in place.
+   * @param data Training and test splits; geometry and class count must match the model.
+   * @param options Overrides of {@link defaultTrainOptions}.
+   * @param callbacks Progress and per-epoch hooks.
+   * @throws {TypeError} If the images' shape or the class count differs from the model's.
+   * @throws {RangeError} If `batchSize` is not in 1..(training images).
+   */
   constructor(
     readonly model: CompactTransformer,
     readonly data: Dataset,
@@ -545,6 +609,7 @@ export class Trainer {
     writeTensor(this.model.gpu, this.v, hostV);
   }
 
+  /** Frees the trainer's GPU buffers (the model stays). */
   destroy(): void {
     this.#program?.destroy();
     this.m.buffer.destroy();
@@ -552,7 +617,26 @@ export class Trainer {
   }
 }
 
-/** Evaluates `model` on a split: batches normalised on the host, one submission and one readback per batch. */
+/**
+ * Evaluates `model` on a split: batches normalised on the host, one submission and one readback per batch.
+ *
+ * @param model The model, in evaluation mode (no dropout).
+ * @param data Geometry, normalisation and class names, e.g. the {@link Dataset} the split comes from.
+ * @param split The images to evaluate.
+ * @param batchSize Images per forward pass (default 128).
+ * @returns Mean loss, top-1, top-5 and the confusion matrix.
+ *
+ * @example Test accuracy of saved weights
+ * ```ts
+ * import { CompactTransformer, evaluate, loadDataset } from "@compact-transformers/cct";
+ *
+ * const data = await loadDataset("synthetic:gray28");
+ * const model = await CompactTransformer.create("cct_2_3x2_32", { imgSize: 28, inChannels: 1 });
+ * await model.loadWeights("best.safetensors");
+ * const r = await evaluate(model, data, data.test, 256);
+ * console.log(`top-1 ${(100 * r.top1).toFixed(1)}%, top-5 ${(100 * r.top5).toFixed(1)}% on ${r.count} images`);
+ * ```
+ */
 export async function evaluate(
   model: CompactTransformer,
   data: Pick<Dataset, "channels" | "height" | "width" | "mean" | "std" | "classes">,
