@@ -52,8 +52,8 @@ export class Tensor {
   constructor(
     readonly buffer: GPUBuffer,
     readonly shape: readonly number[],
-    readonly offset = 0,
-    readonly label = buffer.label,
+    readonly offset: number = 0,
+    readonly label: string = buffer.label,
   ) {
     for (const d of shape) {
       if (!Number.isInteger(d) || d < 0) throw new TypeError(`tensor ${label}: bad shape [${shape}]`);
