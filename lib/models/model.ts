@@ -247,8 +247,8 @@ export class CompactTransformer {
     const n = this.#checkInput(input, shape);
     const p = this.#program(n);
     writeTensor(this.gpu, p.acts.get("input"), input);
-    await p.plan.run();
-    return await readTensor(this.gpu, p.acts.get("logits"));
+    const [logits] = await p.plan.runAndRead([p.acts.get("logits")]);
+    return logits;
   }
 
   /** The gradient table (created on first use), same names as the trainable parameters. */
@@ -326,10 +326,11 @@ export class CompactTransformer {
     }
     writeTensor(this.gpu, p.acts.get("input"), input);
     writeTensor(this.gpu, p.labels, labels);
-    await p.plan.run();
-    const losses = await readTensor(this.gpu, p.losses);
-    const logits = await readTensor(this.gpu, p.acts.get("logits"));
-    const all = await readTensor(this.gpu, this.gradients.whole());
+    const [losses, logits, all] = await p.plan.runAndRead([
+      p.losses,
+      p.acts.get("logits"),
+      this.gradients.whole(),
+    ]);
     const gradients = new Map<string, Float32Array>();
     for (const s of this.specs) {
       if (!s.trainable) continue;
