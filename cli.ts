@@ -85,7 +85,7 @@ data
   --data DIR              shorthand for --dataset folder:DIR
   --img-size N            resize image folders to N×N (default 32)
 optimisation (timm names)
-  --epochs N              epochs (default 10)
+  --epochs N              epochs (default 3 on the synthetic set, 10 otherwise)
   --batch-size N          batch size (default 128)
   --lr LR                 peak learning rate (default 1e-3)
   --min-lr LR             final learning rate of the cosine (default 1e-5)
@@ -267,7 +267,9 @@ async function train(args: string[]): Promise<number> {
     }
     model = await CompactTransformer.create(name, { ...options, seed });
   }
-  const trainOptions = trainOptionsFrom(v, saved?.options ?? {});
+  // A few minutes on a CPU adapter for the embedded set; real data sets get the longer default.
+  const baseOptions = saved?.options ?? (dataSpec.startsWith("synthetic") ? { epochs: 3 } : {});
+  const trainOptions = trainOptionsFrom(v, baseOptions);
   const output = (v.output as string | undefined) ??
     (resume ? join(resume, "..") : join("runs", `${model.config.name}-${data.name}-${stamp()}`));
   await Deno.mkdir(output, { recursive: true });

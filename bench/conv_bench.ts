@@ -78,7 +78,7 @@ function convCase(
         return plan;
       };
       // The default is the subgroup kernel where the adapter has subgroups; the blocked one is then a variant.
-      const subgroups = gpu.hasSubgroups && gpu.subgroupSize === 8 && pass !== "backward weights";
+      const subgroups = gpu.hasSubgroups && gpu.subgroupSize === 8;
       const variants = subgroups ? { blocked: record("blocked") } : undefined;
       return Promise.resolve({ plan: record(), naive: record("naive"), variants });
     },

@@ -702,6 +702,120 @@ ${store()}
 `;
 }
 
+/**
+ * Subgroup variant of {@link conv2dBackwardWeightsWgsl} (Vulkan, subgroup width 8): the GEMM
+ * dW[co, (ci, tap)] = Σ_pixels dy[pixel, co]·x[ci, pixel + tap] with a subgroup owning 32 output channels × 8
+ * (ci, tap-row) blocks. Per pixel each lane loads one vec4 of dy (4 of the 32 channels, tokens layout) and
+ * `subgroupBroadcast` hands all 8 to every lane; the lane then gathers its `rows`·k input values, so it does
+ * 32·rows·k FMAs per vec4 load + rows·k gathers (the blocked kernel: 16·9 per 4 vec4 loads + 9 gathers).
+ * `dims.blocks` counts (ci, tap-row) blocks, `dims.coBlocks` 32-channel blocks. Bindings: sizes, out (dw or
+ * scratch), dy (tokens, C_out = 4·n), x.
+ */
+export function conv2dBackwardWeightsSubgroupWgsl(
+  o: ConvShape & { dims: ConvDims; accumulate: boolean; split: boolean; rows: number },
+): string {
+  if (o.dims.cout % 4 !== 0) throw new RangeError(`subgroup weight gradient: C_out ${o.dims.cout} is not 4·n`);
+  const k = o.kernel;
+  const rows = o.rows;
+  const laneGroups = Math.ceil(o.dims.blocks / 8);
+  const taps: [number, number][] = [];
+  for (let r = 0; r < rows; r++) for (let c = 0; c < k; c++) taps.push([r, c]);
+  const acc = (r: number, c: number, q: number) => `a${r}_${c}_${q}`;
+  const store = () => {
+    const out: string[] = [];
+    for (let j = 0; j < SUBGROUP_CHANNELS; j++) {
+      for (const [r, c] of taps) {
+        const index = `${o.split ? "split * N + " : ""}((cq * 4u + ${j}u) * CIN + ci) * KK + (kh0 + ${r}u) * K + ${c}u`;
+        const value = `${acc(r, c, j >> 2)}[${j & 3}]`;
+        const cond = `cq * 4u + ${j}u < COUT${rows < k ? ` && kh0 + ${r}u < K` : ""}`;
+        out.push(
+          `    if (${cond}) { out[${index}] = ${!o.split && o.accumulate ? `out[${index}] + ${value}` : value}; }`,
+        );
+      }
+    }
+    return out.join("\n");
+  };
+  return /* wgsl */ `
+${LINEAR_INDEX_WGSL(CONV_WORKGROUP)}
+${CONV_SIZES}
+${convConsts(o.dims, o.kernel)}
+@group(0) @binding(1) var<storage, read_write> out: array<f32>;
+@group(0) @binding(2) var<storage, read> dy: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> x: array<f32>;
+const K = ${k}u;
+const KK = ${k * k}u;
+const ROW_BLOCKS = ${Math.ceil(k / rows)}u;
+const STRIDE = ${o.stride}u;
+const PAD = ${o.padding};
+const COUT4 = ${o.dims.cout / 4}u;
+@compute @workgroup_size(${CONV_WORKGROUP})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(subgroup_invocation_id) lane: u32) {
+  let sg = linear_index(gid, nwg) / 8u;
+  let rest = sg / ${laneGroups}u;
+  let cq = (rest % CO_BLOCKS) * 8u;
+  let split = rest / CO_BLOCKS;
+  // Uniform across the subgroup, so whole subgroups leave together (subgroupBroadcast needs every lane).
+  if (split >= sizes.splits) { return; }
+  // Lanes past the last (ci, tap-row) block compute on a clamped one and store nothing.
+  let rb = (sg % ${laneGroups}u) * 8u + lane;
+  let r = min(rb, BLOCKS - 1u);
+  let ci = r / ROW_BLOCKS;
+  let kh0 = (r % ROW_BLOCKS) * ${rows}u;
+  // dy vec4s past C_out read as zero (their sums are never stored).
+  let dq = min(cq + lane, COUT4 - 1u);
+  let dok = cq + lane < COUT4;
+  let plane = OH * OW;
+  let hw = H * W;
+  let hi = i32(H);
+  let wi = i32(W);
+${taps.map(([r, c]) => lines(8, (q) => `  var ${acc(r, c, q)} = vec4<f32>(0.0);`)).join("\n")}
+  let m_start = split * sizes.chunk;
+  let m_end = min(sizes.m, m_start + sizes.chunk);
+  // Pixel coordinates advance incrementally: no division inside the loop.
+  var b = m_start / plane;
+  var p = m_start - b * plane;
+  var oh = p / OW;
+  var ow = p - oh * OW;
+  for (var m = m_start; m < m_end; m++) {
+    let mine = select(vec4<f32>(0.0), dy[m * COUT4 + dq], dok);
+    let xb = (b * CIN + ci) * hw;
+    let iy = i32(oh * STRIDE + kh0) - PAD;
+    let ix = i32(ow * STRIDE) - PAD;
+${lines(k, (c) => `    let cok${c} = ${o.padding === 0 ? "true" : `ix + ${c} >= 0 && ix + ${c} < wi`};`)}
+${
+    lines(rows, (r) =>
+      `    let rok${r} = ${o.padding === 0 ? "true" : `iy + ${r} >= 0 && iy + ${r} < hi`};
+    let ro${r} = xb + u32(iy + ${r}) * W;
+${
+        lines(k, (c) =>
+          `    let v${r}_${c} = vec4<f32>(select(0.0, x[select(0u, ro${r} + u32(ix + ${c}), rok${r} && cok${c})], rok${r} && cok${c}));`)
+      }`)
+  }
+${
+    lines(8, (q) =>
+      `    let d${q} = subgroupBroadcast(mine, ${q}u);
+${taps.map(([r, c]) => `    ${acc(r, c, q)} = fma(v${r}_${c}, d${q}, ${acc(r, c, q)});`).join("\n")}`)
+  }
+    ow++;
+    p++;
+    if (ow == OW) {
+      ow = 0u;
+      oh++;
+      if (oh == OH) {
+        oh = 0u;
+        p = 0u;
+        b++;
+      }
+    }
+  }
+  if (rb < BLOCKS) {
+${store()}
+  }
+}
+`;
+}
+
 /** out[i] (+)= Σ_s scratch[s·n + i]: folds the weight-gradient partial sums. Bindings: sizes, out, scratch. */
 export function convSplitReduceWgsl(o: { dims: ConvDims; kernel: number; accumulate: boolean }): string {
   return /* wgsl */ `
@@ -908,6 +1022,169 @@ ${
   }
   ${o.relu ? "acc = select(0.0, acc, relu_out[t] > 0.0);" : ""}
   dx[t] = acc;
+}
+`;
+}
+
+/**
+ * Outputs (forward) or stride cells (backward) per invocation along a row of the blocked pool kernels: the largest
+ * divisor of `n` up to 8 (no idle lanes), or 4 when `n` has none from 3 up.
+ */
+export function poolRowBlock(n: number): number {
+  for (let d = Math.min(8, n); d >= 3; d--) if (n % d === 0) return d;
+  return Math.min(4, n);
+}
+
+/** Index of a pool output (q = oy·OW + ox) of image b, channel c, in either layout. */
+function poolOutIndex(layout: ConvLayout, q: string): string {
+  return layout === "tokens" ? `(b * OH * OW + ${q}) * C + c` : `(b * C + c) * OH * OW + ${q}`;
+}
+
+/**
+ * Blocked max-pool forward: each invocation computes `r` consecutive outputs of one row, loading the
+ * k × ((r − 1)·s + k) input patch once (adjacent windows share columns) with one bounds test per row and column;
+ * same results as {@link maxPool2dForwardWgsl} (first maximum in scan order wins). Bindings: sizes (n =
+ * invocations), y, argmax, x.
+ */
+export function maxPool2dForwardBlockedWgsl(o: ConvShape & { dims: PoolDims; layout: ConvLayout; r: number }): string {
+  const k = o.kernel, s = o.stride, r = o.r;
+  const cols = (r - 1) * s + k;
+  const xBlocks = Math.ceil(o.dims.ow / r);
+  const body = range(r).map((i) => {
+    const scan = range(k * k).map((tap) => {
+      const kh = Math.floor(tap / k), kw = tap % k;
+      const v = `v${kh}_${i * s + kw}`, ok = `rok${kh} && cok${i * s + kw}`;
+      return `    {
+      let take = ${ok} && (${v} > best || at < 0);
+      best = select(best, ${v}, take);
+      at = select(at, ${`(y0 + ${kh}) * i32(W) + x0 + ${i * s + kw}`}, take);
+    }`;
+    }).join("\n");
+    return `  if (ox0 + ${i}u < OW) {
+    var best = -3.402823466e38;
+    var at = -1;
+${scan}
+    let q = oy * OW + ox0 + ${i}u;
+    y[${poolOutIndex(o.layout, "q")}] = best;
+    argmax[${poolOutIndex(o.layout, "q")}] = at;
+  }`;
+  }).join("\n");
+  return /* wgsl */ `
+${LINEAR_INDEX_WGSL(CONV_WORKGROUP)}
+${POOL_SIZES}
+${poolConsts(o.dims)}
+@group(0) @binding(1) var<storage, read_write> y: array<f32>;
+@group(0) @binding(2) var<storage, read_write> argmax: array<i32>;
+@group(0) @binding(3) var<storage, read> x: array<f32>;
+@compute @workgroup_size(${CONV_WORKGROUP})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let t = linear_index(gid, nwg);
+  if (t >= sizes.n) { return; }
+  // All divisions by constants (vectorised); consecutive invocations walk a row, then rows, then planes.
+  let ox0 = (t % ${xBlocks}u) * ${r}u;
+  let rest = t / ${xBlocks}u;
+  let oy = rest % OH;
+  let bc = rest / OH;
+  let c = bc % C;
+  let b = bc / C;
+  let base = bc * H * W;
+  let y0 = i32(oy * ${s}u) - ${o.padding};
+  let x0 = i32(ox0 * ${s}u) - ${o.padding};
+${lines(k, (kh) => `  let rok${kh} = y0 + ${kh} >= 0 && y0 + ${kh} < i32(H);`)}
+${lines(cols, (j) => `  let cok${j} = x0 + ${j} >= 0 && x0 + ${j} < i32(W);`)}
+${
+    lines(k, (kh) =>
+      lines(
+        cols,
+        (j) =>
+          `  let v${kh}_${j} = x[base + u32(select(0, (y0 + ${kh}) * i32(W) + x0 + ${j}, rok${kh} && cok${j}))];`,
+      ))
+  }
+${body}
+}
+`;
+}
+
+/**
+ * Blocked max-pool backward: each invocation owns `r` consecutive stride cells (s × s input elements each) of one
+ * row; the cells' ⌈k/s⌉ × (r + ⌈k/s⌉ − 1) candidate windows' dy and argmax are loaded once, and each element
+ * compares only against the windows that can contain it (known from its offset in the cell). Deterministic, no
+ * atomics; `relu` as in {@link maxPool2dBackwardWgsl}. Bindings: sizes (n = invocations), dx, dy, argmax[, relu
+ * output].
+ */
+export function maxPool2dBackwardBlockedWgsl(
+  o: ConvShape & { dims: PoolDims; layout: ConvLayout; relu: boolean; r: number },
+): string {
+  const k = o.kernel, s = o.stride, r = o.r, pad = o.padding;
+  const cand = Math.ceil(k / s);
+  const wcols = r + cand - 1;
+  const cellsY = Math.ceil((o.dims.h + pad) / s), cellsX = Math.ceil((o.dims.w + pad) / s);
+  const xBlocks = Math.ceil(cellsX / r);
+  const loads = range(cand).map((jy) =>
+    lines(wcols, (i) =>
+      `  {
+    let wy = cy - ${jy};
+    let wx = i32(cx0) + ${i - (cand - 1)};
+    let ok = wy >= 0 && wy < i32(OH) && wx >= 0 && wx < i32(OW);
+    let q = u32(select(0, wy * i32(OW) + wx, ok));
+    let i = ${poolOutIndex(o.layout, "q")};
+    d${jy}_${i} = dy[i];
+    am${jy}_${i} = select(-1, argmax[i], ok);
+  }`)
+  ).join("\n");
+  const decl = range(cand).map((jy) =>
+    lines(wcols, (i) => `  var d${jy}_${i} = 0.0;\n  var am${jy}_${i} = -1;`)
+  ).join("\n");
+  const outputs: string[] = [];
+  for (let cell = 0; cell < r; cell++) {
+    for (let u = 0; u < s; u++) {
+      for (let v = 0; v < s; v++) {
+        const terms: string[] = [];
+        for (let jy = 0; jy < cand; jy++) {
+          for (let jx = 0; jx < cand; jx++) {
+            // Window (cy − jy, cx − jx) contains offset (u, v) of the cell only when u + jy·s < k (and for x).
+            if (u + jy * s >= k || v + jx * s >= k) continue;
+            const i = cell - jx + cand - 1;
+            terms.push(`select(0.0, d${jy}_${i}, am${jy}_${i} == pos)`);
+          }
+        }
+        outputs.push(`  {
+    let iy = cy * ${s} + ${u - pad};
+    let ix = i32(cx0) * ${s} + ${cell * s + v - pad};
+    if (iy >= 0 && iy < i32(H) && ix >= 0 && ix < i32(W)) {
+      let pos = iy * i32(W) + ix;
+      let e = img + u32(pos);
+      ${terms.length ? `var acc = ${terms.join(" + ")};` : "var acc = 0.0;"}
+      ${o.relu ? "acc = select(0.0, acc, relu_out[e] > 0.0);" : ""}
+      dx[e] = acc;
+    }
+  }`);
+      }
+    }
+  }
+  return /* wgsl */ `
+${LINEAR_INDEX_WGSL(CONV_WORKGROUP)}
+${POOL_SIZES}
+${poolConsts(o.dims)}
+@group(0) @binding(1) var<storage, read_write> dx: array<f32>;
+@group(0) @binding(2) var<storage, read> dy: array<f32>;
+@group(0) @binding(3) var<storage, read> argmax: array<i32>;
+${o.relu ? "@group(0) @binding(4) var<storage, read> relu_out: array<f32>;" : ""}
+@compute @workgroup_size(${CONV_WORKGROUP})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let t = linear_index(gid, nwg);
+  if (t >= sizes.n) { return; }
+  // Cell (cy, cx) holds padded input rows cy·s … cy·s + s − 1; windows cy − ⌈k/s⌉ + 1 … cy can cover it.
+  let cx0 = (t % ${xBlocks}u) * ${r}u;
+  let rest = t / ${xBlocks}u;
+  let cy = i32(rest % ${cellsY}u);
+  let bc = rest / ${cellsY}u;
+  let c = bc % C;
+  let b = bc / C;
+  let img = bc * H * W;
+${decl}
+${loads}
+${outputs.join("\n")}
 }
 `;
 }

@@ -6,6 +6,7 @@
  * Layouts follow PyTorch: input NCHW, weight [C_out, C_in, k, k]; an output in `"tokens"` layout is
  * [B, OH·OW, C] with token = oh·OW + ow, and a backward given that layout reads dy the same way.
  */
+import type { Gpu } from "../gpu/device.ts";
 import { grid1d, type Plan } from "../gpu/plan.ts";
 import { createTensor, type Tensor } from "../gpu/tensor.ts";
 import {
@@ -14,6 +15,7 @@ import {
   conv2dBackwardDataSubgroupWgsl,
   conv2dBackwardDataWgsl,
   conv2dBackwardWeightsNaiveWgsl,
+  conv2dBackwardWeightsSubgroupWgsl,
   conv2dBackwardWeightsWgsl,
   conv2dForwardNaiveWgsl,
   conv2dForwardSubgroupWgsl,
@@ -24,10 +26,13 @@ import {
   convLayoutWgsl,
   convSplitReduceWgsl,
   convWeightTransposeWgsl,
+  maxPool2dBackwardBlockedWgsl,
   maxPool2dBackwardWgsl,
+  maxPool2dForwardBlockedWgsl,
   maxPool2dForwardWgsl,
   paddedChannels,
   type PoolDims,
+  poolRowBlock,
   reluBackwardWgsl,
   tapRowsPerBlock,
 } from "../../shaders/conv.ts";
@@ -53,7 +58,8 @@ export interface Conv2dOptions {
   /**
    * Kernel choice for the forward and backward-data: "subgroup" (the default where subgroups of width 8 exist:
    * Vulkan lavapipe), "blocked" (register-blocked, every adapter; the default elsewhere) or "naive" (one output
-   * per invocation, for comparison). The weight gradient has "blocked" (also used for "subgroup") and "naive".
+   * per invocation, for comparison). The weight gradient's "subgroup" variant needs C_out = 4·n and ≥ 8
+   * (input channel, tap-row) blocks (not the 1-channel first layer); otherwise it runs the blocked kernel.
    */
   variant?: ConvVariant;
 }
@@ -108,7 +114,15 @@ export interface MaxPool2dOptions {
   padding: number;
   /** Layout of y and argmax (forward) and of dy and argmax (backward); default "nchw". */
   outLayout?: ConvLayout;
+  /**
+   * "blocked" (the default: several outputs or stride cells per invocation, each input or window loaded once) or
+   * "naive" (one element per invocation, for comparison).
+   */
+  variant?: PoolVariant;
 }
+
+/** Kernel variants of the max-pool family. */
+export type PoolVariant = "blocked" | "naive";
 
 /** Options of the max-pool backward. */
 export interface MaxPool2dBackwardOptions extends MaxPool2dOptions {
@@ -360,37 +374,71 @@ export function conv2dBackwardData(
   );
 }
 
+/** Tap rows per lane of the subgroup weight gradient (3×3: all 3 rows, 9 taps × 32 channels per lane). */
+const SUBGROUP_WEIGHT_ROWS = 3;
+
 interface WeightBlocking {
+  /** The kernel that runs: "subgroup" only where it applies (see {@link Conv2dOptions.variant}). */
+  variant: ConvVariant;
   co: number;
   coBlocks: number;
+  /** (ci, tap-row) blocks. */
   rBlocks: number;
+  /** Tap rows per block. */
+  rows: number;
+  /** Invocations per split of the reduction. */
+  invocations: number;
   m: number;
 }
 
-function weightBlocking(g: ConvGeometry, kernel: number): WeightBlocking {
-  const taps = tapRowsPerBlock(kernel) * kernel;
+function weightBlocking(g: ConvGeometry, kernel: number, variant: ConvVariant): WeightBlocking {
+  const m = g.b * g.oh * g.ow;
+  if (variant === "subgroup") {
+    const rows = Math.min(SUBGROUP_WEIGHT_ROWS, kernel);
+    const rBlocks = g.cin * Math.ceil(kernel / rows);
+    if (g.cout % 4 === 0 && rBlocks >= 8) {
+      const coBlocks = Math.ceil(g.cout / 32);
+      return { variant, co: 32, coBlocks, rBlocks, rows, invocations: Math.ceil(rBlocks / 8) * 8 * coBlocks, m };
+    }
+  }
+  const rows = tapRowsPerBlock(kernel);
+  const taps = rows * kernel;
   // 16 channels × 9 taps measured ~15% faster than 8 × 9 (more FMAs per load); wider taps keep 4.
   const co = taps > 9 || g.cout <= 4 ? 4 : g.cout >= 16 ? 16 : 8;
-  return {
-    co,
-    coBlocks: Math.ceil(g.cout / co),
-    rBlocks: g.cin * Math.ceil(kernel / tapRowsPerBlock(kernel)),
-    m: g.b * g.oh * g.ow,
-  };
+  const coBlocks = Math.ceil(g.cout / co);
+  const rBlocks = g.cin * Math.ceil(kernel / rows);
+  const blocked = variant === "naive" ? "naive" : "blocked";
+  return { variant: blocked, co, coBlocks, rBlocks, rows, invocations: coBlocks * rBlocks, m };
 }
 
-/** How many ways the weight gradient splits its pixel reduction by default (1: no split, no scratch). */
-export function conv2dWeightSplits(o: Conv2dOptions): number {
-  const g = geometry("conv2dWeightSplits", o);
-  const k = weightBlocking(g, o.kernel);
-  const want = Math.ceil(WEIGHT_TARGET_INVOCATIONS / (k.coBlocks * k.rBlocks));
+function weightSplits(k: WeightBlocking): number {
+  const want = Math.ceil(WEIGHT_TARGET_INVOCATIONS / k.invocations);
   return Math.max(1, Math.min(want, Math.floor(k.m / WEIGHT_MIN_CHUNK)));
 }
 
-/** Elements of the partial-sum buffer the weight gradient needs with `splits` (default: its own choice). */
-export function conv2dWeightScratchSize(o: Conv2dOptions & { splits?: number }): number {
-  const splits = o.splits ?? conv2dWeightSplits(o);
-  return splits > 1 ? splits * o.outChannels * o.inChannels * o.kernel * o.kernel : 0;
+/** The weight-gradient variant for `o` on `gpu`: `o.variant`, else subgroup where subgroups of width 8 exist. */
+function weightVariant(o: Conv2dOptions, gpu: Gpu | undefined): ConvVariant {
+  return o.variant ?? (gpu?.hasSubgroups && gpu.subgroupSize === 8 ? "subgroup" : "blocked");
+}
+
+/**
+ * How many ways the weight gradient splits its pixel reduction by default (1: no split, no scratch), for the
+ * variant `o.variant` or, when unset, the one the wrapper picks on `gpu` (blocked when no `gpu` is given).
+ */
+export function conv2dWeightSplits(o: Conv2dOptions, gpu?: Gpu): number {
+  const g = geometry("conv2dWeightSplits", o);
+  return weightSplits(weightBlocking(g, o.kernel, weightVariant(o, gpu)));
+}
+
+/**
+ * Elements of the partial-sum buffer the weight gradient needs with `splits` (default: its own choice). Without
+ * `o.variant` or `gpu`, the larger need of the blocked and subgroup variants (enough on any adapter).
+ */
+export function conv2dWeightScratchSize(o: Conv2dOptions & { splits?: number }, gpu?: Gpu): number {
+  const n = o.outChannels * o.inChannels * o.kernel * o.kernel;
+  const variants: ConvVariant[] = o.variant || gpu ? [weightVariant(o, gpu)] : ["blocked", "subgroup"];
+  const splits = o.splits ?? Math.max(...variants.map((variant) => conv2dWeightSplits({ ...o, variant })));
+  return splits > 1 ? splits * n : 0;
 }
 
 /**
@@ -411,11 +459,11 @@ export function conv2dBackwardWeights(
   expectSize(name, dy, outShape(g));
   expectSize(name, x, [g.b, g.cin, g.h, g.w]);
   const accumulate = o.accumulate ?? false;
-  const k = weightBlocking(g, o.kernel);
+  const k = weightBlocking(g, o.kernel, chooseVariant(name, plan, o.variant));
   const n = g.cout * g.cin * o.kernel * o.kernel;
   const dims = convDims(g, k.rBlocks, k.coBlocks);
   const geo = { kernel: o.kernel, stride: o.stride, padding: o.padding, layout: g.layout, dims };
-  if (o.variant === "naive") {
+  if (k.variant === "naive") {
     plan.dispatch(
       "conv2dBackwardWeightsNaive",
       conv2dBackwardWeightsNaiveWgsl({ ...geo, accumulate }),
@@ -424,11 +472,13 @@ export function conv2dBackwardWeights(
     );
     return;
   }
-  const splits = o.splits ?? conv2dWeightSplits(o);
+  const splits = o.splits ?? weightSplits(k);
   positiveInt(name, "splits", splits);
-  // An NCHW dy is first laid out as tokens so the kernel loads it as vec4s: halves the loads of a deep layer.
+  // An NCHW dy is first laid out as tokens so the kernel loads it as vec4s: halves the loads of a deep layer
+  // (the subgroup kernel reads only tokens).
   let dyRead = dy, layout = g.layout;
-  if (layout === "nchw" && g.cout % 4 === 0 && g.cin * o.kernel * o.kernel >= RELAYOUT_MIN_REDUCTION) {
+  const relay = k.variant === "subgroup" || g.cin * o.kernel * o.kernel >= RELAYOUT_MIN_REDUCTION;
+  if (layout === "nchw" && g.cout % 4 === 0 && relay) {
     dyRead = o.dyScratch ?? createTensor(plan.gpu, [dy.size], `${name}:dyTokens`);
     expectSize(name, dyRead, [dy.size]);
     const map = { batch: g.b, channels: g.cout, height: g.oh, width: g.ow };
@@ -438,14 +488,14 @@ export function conv2dBackwardWeights(
   const tiled = { ...geo, layout };
   const chunk = Math.ceil(k.m / splits);
   const sizes = convSizes({ m: k.m, splits, chunk });
-  const groups = grid1d(k.rBlocks * k.coBlocks * splits, CONV_WORKGROUP);
+  const groups = grid1d(k.invocations * splits, CONV_WORKGROUP);
+  const kernel = (split: boolean) =>
+    k.variant === "subgroup"
+      ? conv2dBackwardWeightsSubgroupWgsl({ ...tiled, accumulate: accumulate && !split, split, rows: k.rows })
+      : conv2dBackwardWeightsWgsl({ ...tiled, accumulate: accumulate && !split, split, co: k.co });
+  const suffix = k.variant === "subgroup" ? "Subgroup" : "";
   if (splits === 1) {
-    plan.dispatch(
-      name,
-      conv2dBackwardWeightsWgsl({ ...tiled, accumulate, split: false, co: k.co }),
-      [{ uniform: sizes }, dw, dyRead, x],
-      groups,
-    );
+    plan.dispatch(name + suffix, kernel(false), [{ uniform: sizes }, dw, dyRead, x], groups);
     return;
   }
   const need = splits * n;
@@ -453,12 +503,7 @@ export function conv2dBackwardWeights(
   if (scratch.size < need) {
     throw new TypeError(`${name}: scratch ${scratch.label} has ${scratch.size} elements, needs ${need}`);
   }
-  plan.dispatch(
-    `${name}:partial`,
-    conv2dBackwardWeightsWgsl({ ...tiled, accumulate: false, split: true, co: k.co }),
-    [{ uniform: sizes }, scratch, dyRead, x],
-    groups,
-  );
+  plan.dispatch(`${name}${suffix}:partial`, kernel(true), [{ uniform: sizes }, scratch, dyRead, x], groups);
   plan.dispatch(
     `${name}:reduce`,
     convSplitReduceWgsl({ dims, kernel: o.kernel, accumulate }),
@@ -537,10 +582,21 @@ export function maxPool2dForward(
   expectSize("maxPool2dForward", y, poolOutShape(g));
   expectSize("maxPool2dForward", argmax, poolOutShape(g));
   expectSize("maxPool2dForward", x, [g.b, g.c, g.h, g.w]);
-  const n = y.size;
+  if (o.variant === "naive") {
+    const n = y.size;
+    plan.dispatch(
+      "maxPool2dForwardNaive",
+      maxPool2dForwardWgsl({ ...poolShape(g, o), layout: g.layout }),
+      [{ uniform: [n] }, y, argmax, x],
+      grid1d(n, CONV_WORKGROUP),
+    );
+    return;
+  }
+  const r = poolRowBlock(g.ow);
+  const n = g.b * g.c * g.oh * Math.ceil(g.ow / r);
   plan.dispatch(
     "maxPool2dForward",
-    maxPool2dForwardWgsl({ ...poolShape(g, o), layout: g.layout }),
+    maxPool2dForwardBlockedWgsl({ ...poolShape(g, o), layout: g.layout, r }),
     [{ uniform: [n] }, y, argmax, x],
     grid1d(n, CONV_WORKGROUP),
   );
@@ -563,16 +619,25 @@ export function maxPool2dBackward(
   expectSize("maxPool2dBackward", dy, poolOutShape(g));
   expectSize("maxPool2dBackward", argmax, poolOutShape(g));
   if (o.reluOutput) expectSize("maxPool2dBackward", o.reluOutput, [g.b, g.c, g.h, g.w]);
-  const n = dx.size;
-  const code = maxPool2dBackwardWgsl({
-    ...poolShape(g, o),
-    layout: g.layout,
-    relu: o.reluOutput !== undefined,
-  });
+  const shape = { ...poolShape(g, o), layout: g.layout, relu: o.reluOutput !== undefined };
   const bindings = o.reluOutput ? [dx, dy, argmax, o.reluOutput] : [dx, dy, argmax];
+  if (o.variant === "naive") {
+    const n = dx.size;
+    plan.dispatch(
+      "maxPool2dBackwardNaive",
+      maxPool2dBackwardWgsl(shape),
+      [{ uniform: [n] }, ...bindings],
+      grid1d(n, CONV_WORKGROUP),
+    );
+    return;
+  }
+  // Stride cells: s × s input elements each, covering the padded input.
+  const cellsY = Math.ceil((g.h + o.padding) / o.stride), cellsX = Math.ceil((g.w + o.padding) / o.stride);
+  const r = poolRowBlock(cellsX);
+  const n = g.b * g.c * cellsY * Math.ceil(cellsX / r);
   plan.dispatch(
     "maxPool2dBackward",
-    code,
+    maxPool2dBackwardBlockedWgsl({ ...shape, r }),
     [{ uniform: [n] }, ...bindings],
     grid1d(n, CONV_WORKGROUP),
   );

@@ -35,7 +35,7 @@ import {
 import { linearBackward, linearForward } from "../kernels/matmul.ts";
 import { layerNormBackward, layerNormForward } from "../kernels/norm.ts";
 import { seqPoolBackward, seqPoolForward } from "../kernels/seqpool.ts";
-import { type ModelConfig, sequenceLength, tokenizerGeometry } from "./config.ts";
+import { type ConvStage, type ModelConfig, sequenceLength, tokenizerGeometry } from "./config.ts";
 
 /** Words of the per-step seed block: one for the embedding dropout, six per encoder block. */
 export function seedWords(c: ModelConfig): number {
@@ -237,16 +237,7 @@ export function recordForward(plan: Plan, ctx: PassContext): void {
   // Tokenizer.
   let x = A.get("input");
   geo.stages.forEach((s, j) => {
-    const conv = {
-      batch: B,
-      inChannels: s.inChannels,
-      height: s.inH,
-      width: s.inW,
-      outChannels: s.outChannels,
-      kernel: s.kernel,
-      stride: s.stride,
-      padding: s.padding,
-    };
+    const conv = convSizes(s, B);
     const w = P.get(`tokenizer.conv_layers.${j}.0.weight`);
     if (!s.reluPool) {
       const bias = P.get(`tokenizer.conv_layers.${j}.0.bias`);
@@ -256,16 +247,7 @@ export function recordForward(plan: Plan, ctx: PassContext): void {
     const last = j === geo.stages.length - 1;
     conv2dForward(plan, A.get(`conv${j}`), x, w, undefined, { ...conv, relu: true });
     const pooled = A.get(last ? "tokens" : `pool${j}`);
-    maxPool2dForward(plan, pooled, A.get(`argmax${j}`), A.get(`conv${j}`), {
-      batch: B,
-      channels: s.outChannels,
-      height: s.convH,
-      width: s.convW,
-      kernel: 3,
-      stride: 2,
-      padding: 1,
-      outLayout: last ? "tokens" : "nchw",
-    });
+    maxPool2dForward(plan, pooled, A.get(`argmax${j}`), A.get(`conv${j}`), poolSizes(s, B, last));
     x = pooled;
   });
 
@@ -373,6 +355,34 @@ export function recordForward(plan: Plan, ctx: PassContext): void {
     P.get("classifier.fc.weight"),
     P.get("classifier.fc.bias"),
   );
+}
+
+/** The conv kernels' sizes for tokenizer stage `s` at batch `B`. */
+function convSizes(s: ConvStage, B: number) {
+  return {
+    batch: B,
+    inChannels: s.inChannels,
+    height: s.inH,
+    width: s.inW,
+    outChannels: s.outChannels,
+    kernel: s.kernel,
+    stride: s.stride,
+    padding: s.padding,
+  };
+}
+
+/** The official MaxPool2d(3, 2, 1) after stage `s`; the last stage writes tokens [B, H·W, C]. */
+function poolSizes(s: ConvStage, B: number, last: boolean) {
+  return {
+    batch: B,
+    channels: s.outChannels,
+    height: s.convH,
+    width: s.convW,
+    kernel: 3,
+    stride: 2,
+    padding: 1,
+    outLayout: (last ? "tokens" : "nchw") as "tokens" | "nchw",
+  };
 }
 
 function dropPathOf(ctx: PassContext, i: number, word: number) {
@@ -569,16 +579,7 @@ export function recordBackward(plan: Plan, ctx: PassContext, grads: TensorTable)
     const s = geo.stages[j];
     const last = j === geo.stages.length - 1;
     const input = j === 0 ? A.get("input") : A.get(`pool${j - 1}`);
-    const conv = {
-      batch: B,
-      inChannels: s.inChannels,
-      height: s.inH,
-      width: s.inW,
-      outChannels: s.outChannels,
-      kernel: s.kernel,
-      stride: s.stride,
-      padding: s.padding,
-    };
+    const conv = convSizes(s, B);
     const dw = G(`tokenizer.conv_layers.${j}.0.weight`), w = P.get(`tokenizer.conv_layers.${j}.0.weight`);
     if (!s.reluPool) {
       conv2dBackwardWeights(plan, dw, dy, input, { ...conv, outLayout: "tokens", accumulate: true });
@@ -591,14 +592,7 @@ export function recordBackward(plan: Plan, ctx: PassContext, grads: TensorTable)
     }
     const dconv = A.get(`dconv${j}`);
     maxPool2dBackward(plan, dconv, dy, A.get(`argmax${j}`), {
-      batch: B,
-      channels: s.outChannels,
-      height: s.convH,
-      width: s.convW,
-      kernel: 3,
-      stride: 2,
-      padding: 1,
-      outLayout: last ? "tokens" : "nchw",
+      ...poolSizes(s, B, last),
       reluOutput: A.get(`conv${j}`),
     });
     conv2dBackwardWeights(plan, dw, dconv, input, { ...conv, accumulate: true });
