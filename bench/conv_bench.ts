@@ -1,8 +1,9 @@
 /**
  * Benchmarks of the convolutional tokenizer kernels at batch 128: CCT-2/3x2 on 1×28×28 (conv1 1→64 k3 28×28,
  * pool → 14×14, conv2 64→128 k3 14×14, pool → 7×7 = 49 tokens), CCT-7/3x1 on 3×32×32 (conv 3→256 k3, pool →
- * 16×16 = 256 tokens) and the ViT/CVT patch embedding 3×32×32 P4 → 64 tokens of d 256. Each conv case has a naive
- * plan (one output per invocation) for comparison.
+ * 16×16 = 256 tokens) and the ViT/CVT patch embedding 3×32×32 P4 → 64 tokens of d 256. Each case has a naive
+ * plan (one output per invocation) for comparison, and on adapters with subgroups each conv case also times the
+ * blocked variant next to the default subgroup one.
  *
  * Run: `deno run --allow-read=. --allow-env bench/conv_bench.ts [name filter] [--no-naive] [--batch=N] [--cpu]`.
  * `--cpu` also reports GFLOP per CPU-second of this process (llvmpipe's threads run in it), a figure that other
@@ -25,6 +26,7 @@ import {
   maxPool2dBackward,
   maxPool2dForward,
   type MaxPool2dOptions,
+  type PoolVariant,
 } from "../lib/kernels/conv.ts";
 
 /** A tensor of small pseudo-random values (content does not change the timing, but keeps numbers finite). */
@@ -100,16 +102,20 @@ function poolCase(title: string, o: MaxPool2dOptions, pass: "forward" | "backwar
       const x = filled(gpu, [o.batch, o.channels, o.height, o.width], "x");
       const y = filled(gpu, outShape, "y"), argmax = createTensor(gpu, outShape, "argmax");
       const dx = createTensor(gpu, [o.batch, o.channels, o.height, o.width], "dx");
-      const plan = new Plan(gpu, `${title} pool ${pass}`);
-      if (pass === "forward") maxPool2dForward(plan, y, argmax, x, o);
-      else {
+      if (pass === "backward") {
         // argmax from a real forward, so the gather does its real work
         const setup = new Plan(gpu, "pool setup");
         maxPool2dForward(setup, y, argmax, x, o);
         setup.submit();
-        maxPool2dBackward(plan, dx, y, argmax, { ...o, reluOutput: x });
       }
-      return Promise.resolve({ plan });
+      const record = (variant: PoolVariant) => {
+        const plan = new Plan(gpu, `${title} pool ${pass} ${variant}`);
+        const opts = { ...o, variant };
+        if (pass === "forward") maxPool2dForward(plan, y, argmax, x, opts);
+        else maxPool2dBackward(plan, dx, y, argmax, { ...opts, reluOutput: x });
+        return plan;
+      };
+      return Promise.resolve({ plan: record("blocked"), naive: record("naive") });
     },
   };
 }

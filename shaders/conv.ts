@@ -10,7 +10,10 @@
  * - the weight is first transposed (a tiny dispatch) so the forward and backward-data load it as vec4s, ≈ 2×;
  * - on Vulkan a subgroup variant loads one weight vec4 per lane and shares the 8 with `subgroupBroadcast`, ≈ 2×
  *   again;
- * - the weight gradient reads dy as vec4s in tokens layout (an NCHW dy of a deep layer is relaid first);
+ * - the weight gradient reads dy as vec4s in tokens layout (an NCHW dy of a deep layer is relaid first); its
+ *   subgroup variant shares 8 lanes' dy vec4s by `subgroupBroadcast` (≈ 2× the blocked one);
+ * - the pools work in row blocks: the forward loads each input once per block (as vec2/vec4 when W allows), the
+ *   backward owns s × s stride cells and loads each candidate window's dy and argmax once (≈ 2–3× per element);
  * - all geometry is baked into each specialisation as constants (division by a constant vectorises, by a uniform
  *   it is scalarised); only batch-dependent counts come from the uniform, so one pipeline serves every batch size.
  * The naive variants (one output per invocation) exist for the benchmark comparison.
@@ -714,7 +717,9 @@ ${store()}
 export function conv2dBackwardWeightsSubgroupWgsl(
   o: ConvShape & { dims: ConvDims; accumulate: boolean; split: boolean; rows: number },
 ): string {
-  if (o.dims.cout % 4 !== 0) throw new RangeError(`subgroup weight gradient: C_out ${o.dims.cout} is not 4·n`);
+  if (o.dims.cout % 4 !== 0) {
+    throw new RangeError(`subgroup weight gradient: C_out ${o.dims.cout} is not 4·n`);
+  }
   const k = o.kernel;
   const rows = o.rows;
   const laneGroups = Math.ceil(o.dims.blocks / 8);
@@ -725,11 +730,15 @@ export function conv2dBackwardWeightsSubgroupWgsl(
     const out: string[] = [];
     for (let j = 0; j < SUBGROUP_CHANNELS; j++) {
       for (const [r, c] of taps) {
-        const index = `${o.split ? "split * N + " : ""}((cq * 4u + ${j}u) * CIN + ci) * KK + (kh0 + ${r}u) * K + ${c}u`;
+        const index = `${
+          o.split ? "split * N + " : ""
+        }((cq * 4u + ${j}u) * CIN + ci) * KK + (kh0 + ${r}u) * K + ${c}u`;
         const value = `${acc(r, c, j >> 2)}[${j & 3}]`;
         const cond = `cq * 4u + ${j}u < COUT${rows < k ? ` && kh0 + ${r}u < K` : ""}`;
         out.push(
-          `    if (${cond}) { out[${index}] = ${!o.split && o.accumulate ? `out[${index}] + ${value}` : value}; }`,
+          `    if (${cond}) { out[${index}] = ${
+            !o.split && o.accumulate ? `out[${index}] + ${value}` : value
+          }; }`,
         );
       }
     }
@@ -1043,13 +1052,55 @@ function poolOutIndex(layout: ConvLayout, q: string): string {
 /**
  * Blocked max-pool forward: each invocation computes `r` consecutive outputs of one row, loading the
  * k × ((r − 1)·s + k) input patch once (adjacent windows share columns) with one bounds test per row and column;
- * same results as {@link maxPool2dForwardWgsl} (first maximum in scan order wins). Bindings: sizes (n =
- * invocations), y, argmax, x.
+ * same results as {@link maxPool2dForwardWgsl} (first maximum in scan order wins). With `vec` 2 or 4 (W a multiple
+ * of it, r·s too) the patch loads as aligned vectors (llvmpipe gathers per component, so a vec4 load per lane
+ * costs about what one scalar gather does) and each column's vector and component are known statically.
+ * Bindings: sizes (n = invocations), y, argmax, x.
  */
-export function maxPool2dForwardBlockedWgsl(o: ConvShape & { dims: PoolDims; layout: ConvLayout; r: number }): string {
-  const k = o.kernel, s = o.stride, r = o.r;
+export function maxPool2dForwardBlockedWgsl(
+  o: ConvShape & { dims: PoolDims; layout: ConvLayout; r: number; vec: 1 | 2 | 4 },
+): string {
+  const k = o.kernel, s = o.stride, r = o.r, vec = o.vec, pad = o.padding;
+  if (o.dims.w % vec !== 0 || (r * s) % vec !== 0) {
+    throw new RangeError(`pool forward: vec${vec} needs W, r·s = ${vec}·n`);
+  }
   const cols = (r - 1) * s + k;
   const xBlocks = Math.ceil(o.dims.ow / r);
+  // Column c of the patch is input column ox0·s − pad + c: vector ⌊(c − pad)/vec⌋ after ox0·s/vec, component rest.
+  const vecOf = (c: number) => Math.floor((c - pad) / vec);
+  const vecs = range(vecOf(cols - 1) - vecOf(0) + 1).map((i) => i + vecOf(0));
+  const vname = (j: number) => (j < 0 ? `m${-j}` : `${j}`);
+  const patch = vec === 1
+    ? `${lines(cols, (j) => `  let cok${j} = x0 + ${j} >= 0 && x0 + ${j} < i32(W);`)}
+${
+      lines(k, (kh) =>
+        lines(
+          cols,
+          (j) =>
+            `  let v${kh}_${j} = x[base + u32(select(0, (y0 + ${kh}) * i32(W) + x0 + ${j}, rok${kh} && cok${j}))];`,
+        ))
+    }`
+    : `  let vx0 = i32(ox0 * ${s}u / ${vec}u);
+${
+      lines(vecs.length, (i) =>
+        `  let vok${vname(vecs[i])} = vx0 + ${vecs[i]} >= 0 && vx0 + ${vecs[i]} < ${o.dims.w / vec};`)
+    }
+${
+      lines(k, (kh) =>
+        vecs.map((j) =>
+          `  let u${kh}_${
+            vname(j)
+          } = x[(base + u32(select(0, (y0 + ${kh}) * i32(W), rok${kh}))) / ${vec}u + u32(select(0, vx0 + ${j}, vok${
+            vname(j)
+          }))];`
+        ).join("\n"))
+    }
+${lines(cols, (c) => `  let cok${c} = vok${vname(vecOf(c))};`)}
+${
+      lines(k, (kh) =>
+        lines(cols, (c) =>
+          `  let v${kh}_${c} = u${kh}_${vname(vecOf(c))}[${c - pad - vec * vecOf(c)}];`))
+    }`;
   const body = range(r).map((i) => {
     const scan = range(k * k).map((tap) => {
       const kh = Math.floor(tap / k), kw = tap % k;
@@ -1075,7 +1126,7 @@ ${POOL_SIZES}
 ${poolConsts(o.dims)}
 @group(0) @binding(1) var<storage, read_write> y: array<f32>;
 @group(0) @binding(2) var<storage, read_write> argmax: array<i32>;
-@group(0) @binding(3) var<storage, read> x: array<f32>;
+@group(0) @binding(3) var<storage, read> x: array<${vec === 1 ? "f32" : `vec${vec}<f32>`}>;
 @compute @workgroup_size(${CONV_WORKGROUP})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
   let t = linear_index(gid, nwg);
@@ -1091,15 +1142,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
   let y0 = i32(oy * ${s}u) - ${o.padding};
   let x0 = i32(ox0 * ${s}u) - ${o.padding};
 ${lines(k, (kh) => `  let rok${kh} = y0 + ${kh} >= 0 && y0 + ${kh} < i32(H);`)}
-${lines(cols, (j) => `  let cok${j} = x0 + ${j} >= 0 && x0 + ${j} < i32(W);`)}
-${
-    lines(k, (kh) =>
-      lines(
-        cols,
-        (j) =>
-          `  let v${kh}_${j} = x[base + u32(select(0, (y0 + ${kh}) * i32(W) + x0 + ${j}, rok${kh} && cok${j}))];`,
-      ))
-  }
+${patch}
 ${body}
 }
 `;

@@ -398,7 +398,15 @@ function weightBlocking(g: ConvGeometry, kernel: number, variant: ConvVariant): 
     const rBlocks = g.cin * Math.ceil(kernel / rows);
     if (g.cout % 4 === 0 && rBlocks >= 8) {
       const coBlocks = Math.ceil(g.cout / 32);
-      return { variant, co: 32, coBlocks, rBlocks, rows, invocations: Math.ceil(rBlocks / 8) * 8 * coBlocks, m };
+      return {
+        variant,
+        co: 32,
+        coBlocks,
+        rBlocks,
+        rows,
+        invocations: Math.ceil(rBlocks / 8) * 8 * coBlocks,
+        m,
+      };
     }
   }
   const rows = tapRowsPerBlock(kernel);
@@ -592,11 +600,14 @@ export function maxPool2dForward(
     );
     return;
   }
-  const r = poolRowBlock(g.ow);
+  // Vector loads of the input rows when W allows; the row block is then a multiple of vec / gcd(vec, s).
+  const vec = g.w % 4 === 0 ? 4 : g.w % 2 === 0 ? 2 : 1;
+  const step = vec / (o.stride % vec === 0 ? vec : o.stride % 2 === 0 ? 2 : 1);
+  const r = step === 1 ? poolRowBlock(g.ow) : Math.ceil(Math.min(g.ow, 8) / step) * step;
   const n = g.b * g.c * g.oh * Math.ceil(g.ow / r);
   plan.dispatch(
     "maxPool2dForward",
-    maxPool2dForwardBlockedWgsl({ ...poolShape(g, o), layout: g.layout, r }),
+    maxPool2dForwardBlockedWgsl({ ...poolShape(g, o), layout: g.layout, r, vec }),
     [{ uniform: [n] }, y, argmax, x],
     grid1d(n, CONV_WORKGROUP),
   );

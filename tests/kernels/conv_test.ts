@@ -113,6 +113,32 @@ const convCases: ConvCase[] = [
     padding: 1,
   },
   {
+    // subgroup weight gradient: 10 (ci, row) blocks = a full and a partial lane group; 36 = 32 + 4 channels
+    title: "a 10→36-channel k3 s2 p1 conv in NCHW on 9×7 (partial lane group and channel block)",
+    batch: 2,
+    inChannels: 10,
+    height: 9,
+    width: 7,
+    outChannels: 36,
+    kernel: 3,
+    stride: 2,
+    padding: 1,
+    relu: true,
+  },
+  {
+    // subgroup weight gradient: k5 in blocks of 3 tap rows, the second block partial
+    title: "a 4→8-channel k5 s1 p2 conv of batch 1 in tokens layout on 6×5",
+    batch: 1,
+    inChannels: 4,
+    height: 6,
+    width: 5,
+    outChannels: 8,
+    kernel: 5,
+    stride: 1,
+    padding: 2,
+    outLayout: "tokens",
+  },
+  {
     title: "an awkward k2 s3 p1 conv with bias and 3 output channels",
     batch: 1,
     inChannels: 2,
@@ -261,6 +287,36 @@ Deno.test("conv2dBackwardWeights gives the same sums unsplit, split unevenly and
   assertClose("scratch size", [conv2dWeightScratchSize({ ...o, splits: 7 })], [7 * nw], { atol: 0, rtol: 0 });
 });
 
+Deno.test(
+  "the subgroup conv2dBackwardWeights gives the same sums unsplit, split unevenly and split by default (where subgroups exist)",
+  async () => {
+    const gpu = await testGpu();
+    if (!(gpu.hasSubgroups && gpu.subgroupSize === 8)) return;
+    const o = {
+      batch: 3,
+      inChannels: 9,
+      height: 11,
+      width: 10,
+      outChannels: 20,
+      kernel: 3,
+      stride: 1,
+      padding: 1,
+      variant: "subgroup" as const,
+    };
+    const { shape } = outDims(o);
+    const x = randn(3 * 9 * 110, 13), dy = randn(shape.reduce((a, b) => a * b), 14);
+    const xt = upload(gpu, x, [3, 9, 11, 10]), dyt = upload(gpu, dy, shape);
+    const expected = ref.conv2dBackwardWeights(dy, x, o);
+    const auto = conv2dWeightSplits(o, gpu);
+    if (auto < 2) throw new Error(`expected the default to split, got ${auto}`);
+    for (const splits of [1, 5, undefined]) {
+      const dw = poisoned(gpu, [20, 9, 3, 3], "dw");
+      await runPlan(gpu, (plan) => conv2dBackwardWeights(plan, dw, dyt, xt, { ...o, splits }));
+      await expectTensor(gpu, `dw (splits ${splits ?? `default ${auto}`})`, dw, expected, TOL);
+    }
+  },
+);
+
 interface PoolCase extends MaxPool2dOptions {
   title: string;
   reluMask: boolean;
@@ -301,47 +357,106 @@ const poolCases: PoolCase[] = [
     padding: 0,
     reluMask: false,
   },
+  {
+    // rows of 28 load as vec4s; 14 outputs per row = a block of 8 and a partial one
+    title: "the CCT pool on 5×28 rows loaded as vec4s with a partial output block",
+    batch: 1,
+    channels: 3,
+    height: 5,
+    width: 28,
+    kernel: 3,
+    stride: 2,
+    padding: 1,
+    reluMask: true,
+  },
+  {
+    // rows of 14 load as vec2s
+    title: "the CCT pool on 7×14 rows loaded as vec2s writing tokens",
+    batch: 2,
+    channels: 3,
+    height: 7,
+    width: 14,
+    kernel: 3,
+    stride: 2,
+    padding: 1,
+    outLayout: "tokens",
+    reluMask: false,
+  },
+  {
+    // 11 outputs and 12 cells per row: the blocked kernels' row blocks end part-way
+    title: "an overlapping k3 s1 p1 pool on 5×11 ReLU outputs to tokens with the ReLU mask",
+    batch: 1,
+    channels: 3,
+    height: 5,
+    width: 11,
+    kernel: 3,
+    stride: 1,
+    padding: 1,
+    outLayout: "tokens",
+    reluMask: true,
+  },
+  {
+    // stride > kernel: some inputs are in no window (gradient 0); 11 outputs and cells per row
+    title: "a k2 s3 p1 pool on 4×31 that skips inputs",
+    batch: 2,
+    channels: 2,
+    height: 4,
+    width: 31,
+    kernel: 2,
+    stride: 3,
+    padding: 1,
+    reluMask: false,
+  },
 ];
 
-for (const [i, c] of poolCases.entries()) {
-  Deno.test(`maxPool2d forward (with argmax) and backward match the reference for ${c.title}`, async () => {
-    const gpu = await testGpu();
-    const oh = ref.outputSize(c.height, c.kernel, c.stride, c.padding);
-    const ow = ref.outputSize(c.width, c.kernel, c.stride, c.padding);
-    const xShape = [c.batch, c.channels, c.height, c.width];
-    const outShape = c.outLayout === "tokens"
-      ? [c.batch, oh * ow, c.channels]
-      : [c.batch, c.channels, oh, ow];
-    const nx = xShape.reduce((a, b) => a * b), ny = outShape.reduce((a, b) => a * b);
-    // ReLU outputs have many zeros: ties must resolve as in the reference (first in scan order).
-    const raw = randn(nx, 700 + i);
-    const x = c.reluMask ? ref.relu(raw) : raw;
-    const dyNchw = randn(ny, 800 + i);
-    const tokens = c.outLayout === "tokens";
-    const dy = tokens ? ref.nchwToTokens(dyNchw, c.batch, c.channels) : dyNchw;
+for (const variant of ["blocked", "naive"] as const) {
+  for (const [i, c] of poolCases.entries()) {
+    Deno.test(`maxPool2d ${variant} forward (with argmax) and backward match the reference for ${c.title}`, async () => {
+      const gpu = await testGpu();
+      const oh = ref.outputSize(c.height, c.kernel, c.stride, c.padding);
+      const ow = ref.outputSize(c.width, c.kernel, c.stride, c.padding);
+      const xShape = [c.batch, c.channels, c.height, c.width];
+      const outShape = c.outLayout === "tokens"
+        ? [c.batch, oh * ow, c.channels]
+        : [c.batch, c.channels, oh, ow];
+      const nx = xShape.reduce((a, b) => a * b), ny = outShape.reduce((a, b) => a * b);
+      // ReLU outputs have many zeros: ties must resolve as in the reference (first in scan order).
+      const raw = randn(nx, 700 + i);
+      const x = c.reluMask ? ref.relu(raw) : raw;
+      const dyNchw = randn(ny, 800 + i);
+      const tokens = c.outLayout === "tokens";
+      const dy = tokens ? ref.nchwToTokens(dyNchw, c.batch, c.channels) : dyNchw;
 
-    const y = poisoned(gpu, outShape, "y"), argmax = poisoned(gpu, outShape, "argmax");
-    const dx = poisoned(gpu, xShape, "dx");
-    const xt = upload(gpu, x, xShape, "x");
-    await runPlan(gpu, (plan) => {
-      maxPool2dForward(plan, y, argmax, xt, c);
-      maxPool2dBackward(plan, dx, upload(gpu, dy, outShape, "dy"), argmax, {
-        ...c,
-        reluOutput: c.reluMask ? xt : undefined,
+      const y = poisoned(gpu, outShape, "y"), argmax = poisoned(gpu, outShape, "argmax");
+      const dx = poisoned(gpu, xShape, "dx");
+      const xt = upload(gpu, x, xShape, "x");
+      await runPlan(gpu, (plan) => {
+        maxPool2dForward(plan, y, argmax, xt, { ...c, variant });
+        maxPool2dBackward(plan, dx, upload(gpu, dy, outShape, "dy"), argmax, {
+          ...c,
+          variant,
+          reluOutput: c.reluMask ? xt : undefined,
+        });
       });
-    });
 
-    const expected = ref.maxPool2dForward(x, c);
-    await expectTensor(gpu, "y", y, tokens ? ref.nchwToTokens(expected.y, c.batch, c.channels) : expected.y, {
-      atol: 0,
-      rtol: 0,
+      const expected = ref.maxPool2dForward(x, c);
+      await expectTensor(
+        gpu,
+        "y",
+        y,
+        tokens ? ref.nchwToTokens(expected.y, c.batch, c.channels) : expected.y,
+        {
+          atol: 0,
+          rtol: 0,
+        },
+      );
+      const am = tokens ? ref.nchwToTokens(expected.argmax, c.batch, c.channels) : expected.argmax;
+      assertClose("argmax", await readTensorInt(gpu, argmax), am, { atol: 0, rtol: 0 });
+      let dxRef = ref.maxPool2dBackward(dyNchw, expected.argmax, c);
+      if (c.reluMask) dxRef = ref.reluBackward(dxRef, x);
+      await expectTensor(gpu, "dx", dx, dxRef, { atol: 1e-6, rtol: 1e-6 });
     });
-    const am = tokens ? ref.nchwToTokens(expected.argmax, c.batch, c.channels) : expected.argmax;
-    assertClose("argmax", await readTensorInt(gpu, argmax), am, { atol: 0, rtol: 0 });
-    let dxRef = ref.maxPool2dBackward(dyNchw, expected.argmax, c);
-    if (c.reluMask) dxRef = ref.reluBackward(dxRef, x);
-    await expectTensor(gpu, "dx", dx, dxRef, { atol: 1e-6, rtol: 1e-6 });
-  });
+  }
 }
 
 Deno.test("a CCT tokenizer block (conv ▸ ReLU ▸ pool to tokens) runs forward and backward in one plan", async () => {
