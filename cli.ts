@@ -375,7 +375,7 @@ async function loadForInference(weights: string, modelName: string | undefined):
     std = std.slice(0, config.inChannels);
     classes = Array.from({ length: config.numClasses }, (_, i) => String(i));
   }
-  await model.loadWeights(file.tensors);
+  await model.loadWeights(file.tensors, { name: weights });
   return { model, mean, std, classes };
 }
 
@@ -494,7 +494,7 @@ async function convert(args: string[]): Promise<number> {
     // Validate against the architecture before writing anything.
     const fc = file.tensors.get("classifier.fc.weight");
     const model = await CompactTransformer.create(v.model as string, fc ? { numClasses: fc.shape[0] } : {});
-    await model.loadWeights(file.tensors);
+    await model.loadWeights(file.tensors, { name: input });
     model.destroy();
   }
   await writeFileAtomic(output, serializeSafetensors(file.tensors, file.metadata));

@@ -167,15 +167,19 @@ export class CompactTransformer {
    */
   async loadWeights(
     source: WeightSource,
-    { strict = true }: { strict?: boolean } = {},
+    { strict = true, name }: {
+      strict?: boolean;
+      /** Names the source in error messages (a path is named by itself). */
+      name?: string;
+    } = {},
   ): Promise<MatchReport> {
     let tensors: Map<string, HostTensor>;
-    let label = "weights";
+    const label = name ??
+      (typeof source === "string" ? source : source instanceof Uint8Array ? "<bytes>" : "weights");
     if (typeof source === "string") {
-      label = source;
-      tensors = parseWeights(await Deno.readFile(source), source).tensors;
+      tensors = parseWeights(await Deno.readFile(source), label).tensors;
     } else if (source instanceof Uint8Array) {
-      tensors = parseWeights(source, "<bytes>").tensors;
+      tensors = parseWeights(source, label).tensors;
     } else tensors = source;
     const { values, report } = matchStateDict(this.config, tensors, { strict, source: label });
     this.#upload(values);

@@ -1,0 +1,195 @@
+/**
+ * The command line end to end, in process: a tiny training run on an image folder, then eval, predict, convert
+ * and resume on its files; and every kind of bad input giving one clear line and a non-zero exit.
+ */
+import { join } from "node:path";
+import { main } from "../cli.ts";
+import { encode as encodePng } from "npm:fast-png@8.0.0";
+import { bytes, global, pth, REDUCE, STOP } from "./support/pickle.ts";
+import { assertEquals } from "./support/check.ts";
+
+const FIXTURES = new URL("../../shared/fixtures/", import.meta.url).pathname;
+
+/** Runs the CLI, capturing what it prints. */
+async function run(...args: string[]): Promise<{ code: number; out: string; err: string }> {
+  const out: string[] = [], err: string[] = [];
+  const log = console.log, error = console.error;
+  console.log = (...a: unknown[]) => out.push(a.join(" "));
+  console.error = (...a: unknown[]) => err.push(a.join(" "));
+  try {
+    const code = await main(args);
+    return { code, out: out.join("\n"), err: err.join("\n") };
+  } finally {
+    console.log = log;
+    console.error = error;
+  }
+}
+
+function expectFailure(r: { code: number; err: string }, code: number, ...includes: string[]): void {
+  assertEquals(r.code, code, `exit code (stderr: ${r.err})`);
+  for (const s of includes) {
+    if (!r.err.includes(s)) throw new Error(`stderr lacks "${s}": ${r.err}`);
+  }
+  if (r.err.includes("    at ")) throw new Error(`a stack trace leaked: ${r.err}`);
+}
+
+function png(value: number, size = 16): Uint8Array {
+  const data = new Uint8Array(size * size).map((_, i) => ((i % size) < size / 2 ? value : 255 - value));
+  return encodePng({ width: size, height: size, data, channels: 1 });
+}
+
+Deno.test("train, eval, predict and resume work on an image folder", async () => {
+  const dir = await Deno.makeTempDir({ dir: "/tmp", prefix: "cli_test_" });
+  try {
+    for (const [cls, value] of [["dark", 20], ["light", 230]] as const) {
+      await Deno.mkdir(join(dir, "data", cls), { recursive: true });
+      for (let i = 0; i < 12; i++) await Deno.writeFile(join(dir, "data", cls, `${i}.png`), png(value + i));
+    }
+    const out = join(dir, "run");
+    const common = ["--data", join(dir, "data"), "--img-size", "16", "--batch-size", "8", "--output", out];
+    const trained = await run(
+      "train",
+      "--model",
+      "cct_2_3x2_32",
+      "--epochs",
+      "1",
+      "--log-every",
+      "1",
+      ...common,
+    );
+    assertEquals(trained.code, 0, trained.err);
+    for (
+      const f of [
+        "best.safetensors",
+        "last.safetensors",
+        "last.state.safetensors",
+        "metrics.jsonl",
+        "curves.svg",
+      ]
+    ) {
+      await Deno.stat(join(out, f));
+    }
+    const evaluated = await run(
+      "eval",
+      "--weights",
+      join(out, "best.safetensors"),
+      "--data",
+      join(dir, "data"),
+    );
+    assertEquals(evaluated.code, 0, evaluated.err);
+    if (!/top-1 \d+\.\d+%/.test(evaluated.out)) throw new Error(evaluated.out);
+    const predicted = await run(
+      "predict",
+      "--weights",
+      join(out, "best.safetensors"),
+      "--json",
+      "--top",
+      "2",
+      join(dir, "data", "dark", "0.png"),
+    );
+    assertEquals(predicted.code, 0, predicted.err);
+    const [result] = JSON.parse(predicted.out);
+    assertEquals(result.predictions.length, 2);
+    assertEquals(["dark", "light"].includes(result.predictions[0].class), true);
+    const resumed = await run(
+      "train",
+      "--resume",
+      join(out, "last.state.safetensors"),
+      "--epochs",
+      "2",
+      ...common,
+    );
+    assertEquals(resumed.code, 0, resumed.err);
+    if (!resumed.out.includes("resuming") || !resumed.out.includes("epoch 2/2")) throw new Error(resumed.out);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("convert turns the official .pth into safetensors that predict can use", async () => {
+  const dir = await Deno.makeTempDir({ dir: "/tmp", prefix: "cli_convert_" });
+  try {
+    const out = join(dir, "cct.safetensors");
+    const converted = await run(
+      "convert",
+      "--model",
+      "cct_2_3x2_32",
+      join(FIXTURES, "cct_2_3x2_32.pth"),
+      out,
+    );
+    assertEquals(converted.code, 0, converted.err);
+    const image = join(dir, "x.png");
+    await Deno.writeFile(image, png(100, 32));
+    const predicted = await run("predict", "--model", "cct_2_3x2_32", "--weights", out, image);
+    assertEquals(predicted.code, 0, predicted.err);
+    if (!predicted.out.includes("%")) throw new Error(predicted.out);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("bad input gives one clear line naming the file and a non-zero exit", async () => {
+  const dir = await Deno.makeTempDir({ dir: "/tmp", prefix: "cli_bad_" });
+  try {
+    const good = await Deno.readFile(join(FIXTURES, "cct_2_3x2_32.weights.safetensors"));
+    const image = join(dir, "x.png");
+    await Deno.writeFile(image, png(100, 32));
+    const file = async (name: string, data: Uint8Array) => {
+      await Deno.writeFile(join(dir, name), data);
+      return join(dir, name);
+    };
+    const truncated = await file("truncated.safetensors", good.slice(0, good.length - 100));
+    expectFailure(
+      await run("predict", "--model", "cct_2_3x2_32", "--weights", truncated, image),
+      1,
+      truncated,
+    );
+
+    const lying = good.slice();
+    const headerLength = Number(new DataView(lying.buffer).getBigUint64(0, true));
+    const header = new TextDecoder().decode(lying.subarray(8, 8 + headerLength)).replace(
+      /"data_offsets":\[(\d+),(\d+)\]/,
+      (_, a, b) => `"data_offsets":[${a},${Number(b) + 4}]`.padEnd(`"data_offsets":[${a},${b}]`.length + 2),
+    );
+    const bad = new TextEncoder().encode(header);
+    const patched = new Uint8Array(8 + bad.length + lying.length - 8 - headerLength);
+    new DataView(patched.buffer).setBigUint64(0, BigInt(bad.length), true);
+    patched.set(bad, 8);
+    patched.set(lying.subarray(8 + headerLength), 8 + bad.length);
+    const offsets = await file("offsets.safetensors", patched);
+    expectFailure(await run("predict", "--model", "cct_2_3x2_32", "--weights", offsets, image), 1, offsets);
+
+    const evil = await file("evil.pth", pth(bytes(0x80, 2, global("os", "system"), "(", ")", REDUCE, STOP)));
+    expectFailure(await run("convert", evil, join(dir, "out.safetensors")), 1, evil, "os.system");
+
+    const text = await file("notes.png", new TextEncoder().encode("not an image"));
+    expectFailure(
+      await run("predict", "--model", "cct_2_3x2_32", "--weights", join(FIXTURES, "cct_2_3x2_32.pth"), text),
+      1,
+      text,
+      "not a PNG or JPEG",
+    );
+
+    const vit = join(FIXTURES, "vit_2_4_32.weights.safetensors");
+    expectFailure(
+      await run("predict", "--model", "cct_2_3x2_32", "--weights", vit, image),
+      1,
+      vit,
+      "does not fit",
+    );
+
+    expectFailure(await run("train", "--epochs", "zero"), 2, "--epochs");
+    expectFailure(await run("frobnicate"), 2, "unknown command");
+    expectFailure(await run("train", "--dataset", "cifar10"), 1, "needs a directory");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("info prints the adapter and the whole zoo", async () => {
+  const r = await run("info");
+  assertEquals(r.code, 0);
+  for (const s of ["adapter", "cct_7_3x1_32", "3,760,139", "cct_14_7x2_384"]) {
+    if (!r.out.includes(s)) throw new Error(`info lacks ${s}`);
+  }
+});
