@@ -85,14 +85,14 @@ data
   --data DIR              shorthand for --dataset folder:DIR
   --img-size N            resize image folders to N×N (default 32)
 optimisation (timm names)
-  --epochs N              epochs (default 3 on the synthetic set, 10 otherwise)
+  --epochs N              epochs of the cosine schedule (default 3 on the synthetic set, 10 otherwise)
   --batch-size N          batch size (default 128)
   --lr LR                 peak learning rate (default 1e-3)
   --min-lr LR             final learning rate of the cosine (default 1e-5)
   --warmup-epochs N       linear warm-up epochs (default 1)
   --warmup-lr LR          learning rate at the start of warm-up (default 1e-5)
-  --cooldown-epochs N     epochs at --min-lr after the cosine (default 0)
-  --weight-decay WD       AdamW decoupled weight decay, not on biases/norms (default 0.05)
+  --cooldown-epochs N     extra epochs at --min-lr after the cosine (default 0)
+  --weight-decay WD       AdamW decoupled weight decay, not on 1-D biases/norms (default 0.05)
   --clip-grad NORM        clip the global gradient norm (default off)
   --smoothing EPS         label smoothing (default 0.1)
 augmentation
@@ -270,6 +270,14 @@ async function train(args: string[]): Promise<number> {
   // A few minutes on a CPU adapter for the embedded set; real data sets get the longer default.
   const baseOptions = saved?.options ?? (dataSpec.startsWith("synthetic") ? { epochs: 3 } : {});
   const trainOptions = trainOptionsFrom(v, baseOptions);
+  if (saved) {
+    // Steps per epoch decide the schedule, the seeds and the data order of the run being continued.
+    for (const key of ["batchSize", "seed"] as const) {
+      if (trainOptions[key] !== saved.options[key]) {
+        throw new UsageError(`--resume continues a run with ${key} ${saved.options[key]}; it cannot change`);
+      }
+    }
+  }
   const output = (v.output as string | undefined) ??
     (resume ? join(resume, "..") : join("runs", `${model.config.name}-${data.name}-${stamp()}`));
   await Deno.mkdir(output, { recursive: true });
@@ -282,15 +290,15 @@ async function train(args: string[]): Promise<number> {
   const encoder = new TextEncoder();
   const trainer = new Trainer(model, data, o, {
     onProgress(m) {
-      const fields = { ...m, epochs: o.epochs };
+      const fields = { ...m, epochs: o.epochs + o.cooldownEpochs };
       if (terminal) Deno.stdout.writeSync(encoder.encode(`\r\x1b[2K${formatProgressBar(fields)}`));
       else console.log(formatProgressLine(fields));
-      log.logProgress(m);
+      log.logProgress(m).catch((e) => console.error(`warning: metrics.jsonl: ${e.message}`));
     },
     async onEpoch(s, t) {
       if (terminal) Deno.stdout.writeSync(encoder.encode("\r\x1b[2K"));
       const best = s.test.top1 >= t.state.bestTop1;
-      console.log(formatEpochSummary({ ...s, epochs: o.epochs, best }));
+      console.log(formatEpochSummary({ ...s, epochs: o.epochs + o.cooldownEpochs, best }));
       await log.logEpoch(s);
       await saveWeightsCheckpoint(output, "last", t);
       if (best) await saveWeightsCheckpoint(output, "best", t);
@@ -308,7 +316,9 @@ async function train(args: string[]): Promise<number> {
   console.log(
     `training ${model.config.name} (${model.parameterCount.toLocaleString("en-US")} parameters) on ` +
       `${data.name} (${data.train.length} train / ${data.test.length} test, ${data.channels}×${data.height}×` +
-      `${data.width}, ${data.classes.length} classes) for ${o.epochs} epochs, batch ${o.batchSize}, ` +
+      `${data.width}, ${data.classes.length} classes) for ${
+        o.epochs + o.cooldownEpochs
+      } epochs, batch ${o.batchSize}, ` +
       `on ${gpu.description}`,
   );
   console.log(`output: ${output}`);

@@ -41,14 +41,15 @@ if (!values["models-only"]) {
     const { cases } = await load();
     for (const c of cases) {
       const { plan, naive, variants } = await c.build(gpu);
-      const ms = await timePlan(gpu, plan);
+      const ms = await timePlan(gpu, plan, { reps: 2, samples: 5 });
       const parts = [`${c.name}: ${ms.toFixed(3)} ms ${rate(c, ms)}`];
       if (naive) {
-        const n = await timePlan(gpu, naive);
+        // Naive kernels are 5–40× slower: fewer repetitions keep the whole run in minutes.
+        const n = await timePlan(gpu, naive, { reps: 1, samples: 3 });
         parts.push(`naive ${n.toFixed(3)} ms ${rate(c, n)} (×${(n / ms).toFixed(1)})`);
       }
       for (const [name, p] of Object.entries(variants ?? {})) {
-        const t = await timePlan(gpu, p);
+        const t = await timePlan(gpu, p, { reps: 1, samples: 3 });
         parts.push(`${name} ${t.toFixed(3)} ms ${rate(c, t)}`);
       }
       console.log(parts.join(" | "));

@@ -418,7 +418,7 @@ export interface ParameterSpec {
   shape: number[];
   /** Initialisation applied by a fresh model. */
   init: InitKind;
-  /** Weight decay applies (≥ 2-D weights; never biases, norm affine, embeddings' 1-D). */
+  /** Weight decay applies: every tensor of 2 or more dimensions (positional and class embeddings included), never 1-D biases and norm weights (SPEC §4, timm's grouping). */
   decay: boolean;
   /** False for the frozen sine table (stored in checkpoints, not trained). */
   trainable: boolean;

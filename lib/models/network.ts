@@ -525,8 +525,8 @@ export function recordBackward(plan: Plan, ctx: PassContext, grads: TensorTable)
       tokens: N,
       dim: d,
       heads: c.heads,
+      // The forward kept its dropout mask in the sign of the saved probabilities: no seed needed here.
       dropout: rates.attentionDropout,
-      seed: rates.attentionDropout > 0 ? seedOf(ctx, seeds.attention) : undefined,
       out: A.block("att", i),
     });
     linearBackward(

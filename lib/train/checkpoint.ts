@@ -215,7 +215,11 @@ export async function loadTrainingState(path: string): Promise<TrainingState> {
   const info = checkpointInfo(file.metadata, path);
   const json = <T>(key: string): T => {
     if (!file.metadata[key]) throw new SyntaxError(`${path}: no "${key}" in the metadata: not a resume file`);
-    return JSON.parse(file.metadata[key]) as T;
+    try {
+      return JSON.parse(file.metadata[key]) as T;
+    } catch {
+      throw new SyntaxError(`${path}: metadata "${key}" is not valid JSON`);
+    }
   };
   const weights = new Map<string, { shape: number[]; data: Float32Array }>();
   const m = new Map<string, Float32Array>(), v = new Map<string, Float32Array>();
@@ -225,12 +229,16 @@ export async function loadTrainingState(path: string): Promise<TrainingState> {
     else if (name.startsWith("optimizer.v.")) v.set(name.slice(12), t.data);
     else weights.set(name, { shape: t.shape, data: t.data });
   }
-  return {
-    info,
-    options: json<TrainOptions>("train_options"),
-    state: json<TrainState>("train_state"),
-    weights,
-    m,
-    v,
-  };
+  const state = json<TrainState>("train_state");
+  const counts = [state?.epoch, state?.globalStep];
+  if (!counts.every((n) => Number.isInteger(n) && n >= 0) || typeof state.bestTop1 !== "number") {
+    throw new TypeError(
+      `${path}: metadata "train_state" is not a valid run state: ${file.metadata.train_state}`,
+    );
+  }
+  const options = json<TrainOptions>("train_options");
+  if (typeof options !== "object" || options === null || !(options.batchSize >= 1)) {
+    throw new TypeError(`${path}: metadata "train_options" does not describe a training run`);
+  }
+  return { info, options, state, weights, m, v };
 }

@@ -3,12 +3,14 @@
  * loss, backward, AdamW), metrics accumulated on the GPU and read back only every `logEvery` steps, checkpoints
  * written atomically, resumable to the same loss curve.
  */
+import type { Gpu } from "../gpu/device.ts";
 import { Plan, UniformBlock } from "../gpu/plan.ts";
 import { deriveSeed } from "../gpu/random.ts";
 import { createTensor, readTensor, type Tensor, writeTensor } from "../gpu/tensor.ts";
 import {
   AUGMENT_PARAM_WORDS,
   augmentImages,
+  MIX_PARAM_WORDS,
   mixBatch,
   pixelWords,
   type RandAugmentOptions,
@@ -199,32 +201,38 @@ class StepProgram {
   readonly plan: Plan;
   readonly mixParams: UniformBlock | undefined;
   readonly augmentSeeds: UniformBlock;
+  /** Pipelines and bind groups checked (once, before the first submission). */
+  validated = false;
+  /** Every buffer this program created, freed by destroy(). */
+  #buffers: GPUBuffer[] = [];
+  #gpu: Gpu | undefined;
+  #staging: GPUBuffer | undefined;
 
   constructor(model: CompactTransformer, data: Dataset, o: TrainOptions, hyper: UniformBlock, moments: {
     m: Tensor;
     v: Tensor;
   }) {
-    const gpu = model.gpu, c = model.config, B = o.batchSize;
+    const gpu = this.#gpu = model.gpu, c = model.config, B = o.batchSize;
     const pixelCount = B * c.inChannels * c.imgHeight * c.imgWidth;
-    this.pixels = createTensor(gpu, [pixelWords(pixelCount)], "batch pixels (u8×4)");
-    const augmentParams = createTensor(gpu, [B, AUGMENT_PARAM_WORDS], "augment params");
+    this.pixels = this.#tensor([pixelWords(pixelCount)], "batch pixels (u8×4)");
+    const augmentParams = this.#tensor([B, AUGMENT_PARAM_WORDS], "augment params");
     let randAugment: RandAugmentOptions | undefined;
     if (o.randAugment) {
       const image = [B, c.inChannels, c.imgHeight, c.imgWidth];
       randAugment = {
         ...parseRandAugment(o.randAugment),
-        scratch: [createTensor(gpu, image, "randaugment a"), createTensor(gpu, image, "randaugment b")],
-        lut: createTensor(gpu, [B, c.inChannels, 256], "randaugment lut"),
+        scratch: [this.#tensor(image, "randaugment a"), this.#tensor(image, "randaugment b")],
+        lut: this.#tensor([B, c.inChannels, 256], "randaugment lut"),
       };
     }
-    this.labels = createTensor(gpu, [B], "batch labels");
-    this.losses = createTensor(gpu, [B], "batch losses");
-    this.metrics = createTensor(gpu, [METRICS_SIZE], "train metrics");
+    this.labels = this.#tensor([B], "batch labels");
+    this.losses = this.#tensor([B], "batch losses");
+    this.metrics = this.#tensor([METRICS_SIZE], "train metrics");
     this.acts = new Activations(gpu, c, B, true);
-    this.augmentSeeds = new UniformBlock(gpu, AUGMENT_SEED_WORDS, "augment seeds");
+    this.augmentSeeds = this.#uniform(AUGMENT_SEED_WORDS, "augment seeds");
     const mixing = o.mixup > 0 || o.cutmix > 0;
-    this.targets = mixing ? createTensor(gpu, [B, c.numClasses], "soft targets") : undefined;
-    this.mixParams = mixing ? new UniformBlock(gpu, 8, "mix params") : undefined;
+    this.targets = mixing ? this.#tensor([B, c.numClasses], "soft targets") : undefined;
+    this.mixParams = mixing ? this.#uniform(MIX_PARAM_WORDS, "mix params") : undefined;
     const plan = this.plan = new Plan(gpu, `${c.name} train step b${B}`);
     const input = this.acts.get("input");
 
@@ -275,9 +283,9 @@ class StepProgram {
 
     let gradScale: Tensor | undefined;
     if (o.clipGrad > 0) {
-      const norm = createTensor(gpu, [1], "grad norm²");
-      const partials = createTensor(gpu, [gradNormPartialCount(grads.whole().size)], "grad norm partials");
-      gradScale = createTensor(gpu, [1], "clip scale");
+      const norm = this.#tensor([1], "grad norm²");
+      const partials = this.#tensor([gradNormPartialCount(grads.whole().size)], "grad norm partials");
+      gradScale = this.#tensor([1], "clip scale");
       gradNormSquared(plan, norm, grads.whole(), partials);
       clipScale(plan, gradScale, norm, { maxNorm: o.clipGrad });
     }
@@ -301,8 +309,48 @@ class StepProgram {
     }
   }
 
+  /**
+   * Reads the accumulated metrics and zeroes them, in one small submission ordered after the queued steps
+   * (the only wait of the training loop; a persistent staging buffer, nothing allocated).
+   */
+  async takeMetrics(): Promise<Float32Array> {
+    const device = this.#gpu!.device;
+    this.#staging ??= device.createBuffer({
+      label: "train metrics:readback",
+      size: this.metrics.byteLength,
+      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+    });
+    const encoder = device.createCommandEncoder({ label: "take metrics" });
+    encoder.copyBufferToBuffer(
+      this.metrics.buffer,
+      this.metrics.offset,
+      this.#staging,
+      0,
+      this.metrics.byteLength,
+    );
+    encoder.clearBuffer(this.metrics.buffer, this.metrics.offset, Math.ceil(this.metrics.byteLength / 4) * 4);
+    device.queue.submit([encoder.finish()]);
+    await this.#staging.mapAsync(GPUMapMode.READ);
+    const values = new Float32Array(this.#staging.getMappedRange().slice(0));
+    this.#staging.unmap();
+    return values;
+  }
+
+  #tensor(shape: number[], label: string): Tensor {
+    const t = createTensor(this.#gpu!, shape, label);
+    this.#buffers.push(t.buffer);
+    return t;
+  }
+
+  #uniform(words: number, label: string): UniformBlock {
+    const block = new UniformBlock(this.#gpu!, words, label);
+    this.#buffers.push(block.buffer);
+    return block;
+  }
+
   destroy(): void {
-    for (const t of [this.pixels, this.labels, this.losses, this.metrics, this.targets]) t?.buffer.destroy();
+    for (const b of this.#buffers) b.destroy();
+    this.#staging?.destroy();
     this.acts.destroy();
     this.plan.destroy();
   }
@@ -430,6 +478,11 @@ export class Trainer {
     this.hyper = createAdamwHyper(model.gpu);
   }
 
+  /** Epochs of the whole run: the cosine's `epochs` plus `cooldownEpochs` (as timm's training script). */
+  get totalEpochs(): number {
+    return this.options.epochs + this.options.cooldownEpochs;
+  }
+
   /** Optimizer steps per epoch (the last partial batch is dropped, as timm does for training). */
   get stepsPerEpoch(): number {
     return batchCount(this.data.train.length, this.options.batchSize, true);
@@ -451,7 +504,7 @@ export class Trainer {
   /** Trains the remaining epochs; returns the last epoch's summary. */
   async run(): Promise<EpochSummary | undefined> {
     let last: EpochSummary | undefined;
-    while (this.state.epoch < this.options.epochs) last = await this.trainEpoch();
+    while (this.state.epoch < this.totalEpochs) last = await this.trainEpoch();
     return last;
   }
 
@@ -465,12 +518,10 @@ export class Trainer {
     let windowStart = t0, windowImages = 0;
     let epochLoss = 0, epochCorrect = 0, epochCount = 0;
     let lr = this.lrAt(this.state.globalStep);
-    const metricsZero = new Float32Array(METRICS_SIZE);
-    writeTensor(gpu, p.metrics, metricsZero);
+    writeTensor(gpu, p.metrics, new Float32Array(METRICS_SIZE));
     let step = 0;
     const readMetrics = async (): Promise<void> => {
-      const m = await readTensor(gpu, p.metrics);
-      writeTensor(gpu, p.metrics, metricsZero);
+      const m = await p.takeMetrics();
       const loss = m[METRICS.lossSum] / m[METRICS.count];
       if (!Number.isFinite(loss)) throw new NonFiniteLossError(epoch, this.state.globalStep, loss);
       epochLoss += m[METRICS.lossSum];
@@ -478,7 +529,7 @@ export class Trainer {
       epochCount += m[METRICS.count];
       const now = performance.now();
       const ips = windowImages / ((now - windowStart) / 1000);
-      const remaining = (o.epochs - epoch) * steps - step;
+      const remaining = (this.totalEpochs - epoch) * steps - step;
       this.callbacks.onProgress?.({
         epoch: epoch + 1,
         step,
@@ -523,7 +574,10 @@ export class Trainer {
           }),
         );
       }
-      if (globalStep === 0 || this.#program !== p) await p.plan.ready();
+      if (!p.validated) {
+        await p.plan.ready(); // pipeline and bind-group errors, named, before the first submission
+        p.validated = true;
+      }
       p.plan.submit();
       this.state.globalStep++;
       step++;
@@ -532,8 +586,10 @@ export class Trainer {
     }
     const seconds = (performance.now() - t0) / 1000;
     const test = await this.evaluate(this.data.test);
+    // The training loss was read before the epoch's last update: a non-finite model shows up here first.
+    if (!Number.isFinite(test.loss)) throw new NonFiniteLossError(epoch, this.state.globalStep, test.loss);
     this.state.epoch++;
-    this.state.bestTop1 = Math.max(this.state.bestTop1, test.top1);
+    if (test.count > 0) this.state.bestTop1 = Math.max(this.state.bestTop1, test.top1);
     const summary: EpochSummary = {
       epoch: this.state.epoch,
       trainLoss: epochLoss / Math.max(1, epochCount),
@@ -643,29 +699,68 @@ export async function evaluate(
   split: Split,
   batchSize = 128,
 ): Promise<EvalResult> {
-  const k = data.classes.length;
-  const confusion = Array.from({ length: k }, () => new Array<number>(k).fill(0));
-  let loss = 0, top1 = 0, top5 = 0, count = 0;
+  const score = new Scoreboard(data.classes.length);
   for (const batch of batches(split, batchSize, { shuffle: false })) {
     const input = normalizeImages(batch.images, data);
     const logits = await model.forward(input, [batch.count, data.channels, data.height, data.width]);
-    for (let i = 0; i < batch.count; i++) {
+    score.add(logits, batch.labels);
+  }
+  return score.result();
+}
+
+/**
+ * Accumulates loss, top-1, top-5 and the confusion matrix from logits. Ties rank by class index (a class above
+ * the label only when its logit is larger, or equal with a smaller index) and non-finite logits count as wrong,
+ * so a collapsed or NaN model never scores well.
+ */
+export class Scoreboard {
+  #loss = 0;
+  #top1 = 0;
+  #top5 = 0;
+  #count = 0;
+  readonly confusion: number[][];
+
+  /** @param classes Number of classes. */
+  constructor(readonly classes: number) {
+    this.confusion = Array.from({ length: classes }, () => new Array<number>(classes).fill(0));
+  }
+
+  /** Adds a batch: logits [n, classes], labels [n]. */
+  add(logits: Float32Array, labels: Int32Array): void {
+    const k = this.classes;
+    for (let i = 0; i < labels.length; i++) {
       const row = logits.subarray(i * k, (i + 1) * k);
-      const label = batch.labels[i];
-      let max = -Infinity, arg = 0;
-      for (let j = 0; j < k; j++) if (row[j] > max) max = row[j], arg = j;
+      const label = labels[i];
+      let max = -Infinity, arg = 0, finite = true;
+      for (let j = 0; j < k; j++) {
+        if (!Number.isFinite(row[j])) finite = false;
+        if (row[j] > max) max = row[j], arg = j;
+      }
       let sum = 0;
       for (let j = 0; j < k; j++) sum += Math.exp(row[j] - max);
-      loss += Math.log(sum) + max - row[label];
+      this.#loss += finite ? Math.log(sum) + max - row[label] : NaN;
       let rank = 0;
-      for (let j = 0; j < k; j++) if (row[j] > row[label]) rank++;
-      if (rank === 0) top1++;
-      if (rank < 5) top5++;
-      confusion[label][arg]++;
-      count++;
+      for (let j = 0; j < k; j++) {
+        if (row[j] > row[label] || (row[j] === row[label] && j < label)) rank++;
+      }
+      if (finite && rank === 0) this.#top1++;
+      if (finite && rank < 5) this.#top5++;
+      this.confusion[label][arg]++;
+      this.#count++;
     }
   }
-  return { loss: loss / count, top1: top1 / count, top5: top5 / count, confusion, count };
+
+  /** The mean loss and accuracies so far (zeros for an empty split). */
+  result(): EvalResult {
+    const n = this.#count;
+    return {
+      loss: n ? this.#loss / n : 0,
+      top1: n ? this.#top1 / n : 0,
+      top5: n ? this.#top5 / n : 0,
+      confusion: this.confusion,
+      count: n,
+    };
+  }
 }
 
 function padTo4(bytes: Uint8Array): Uint8Array<ArrayBuffer> {
