@@ -25,6 +25,7 @@ import {
   randAugmentLutWgsl,
 } from "../../shaders/augment.ts";
 import { type Seed, seedBinding } from "./dropout.ts";
+import { expectElements, positiveInt } from "./_check.ts";
 
 export { AUGMENT_PARAM_WORDS, MIX_PARAM_WORDS, RAND_AUGMENT_LAYERS, RAND_AUGMENT_OPS };
 
@@ -106,18 +107,6 @@ export function packPixels(bytes: Uint8Array): Uint32Array {
   const words = new Uint32Array(pixelWords(bytes.length));
   new Uint8Array(words.buffer).set(bytes); // every platform Deno's WebGPU runs on is little-endian
   return words;
-}
-
-function positiveInt(kernel: string, name: string, v: number): void {
-  if (!Number.isInteger(v) || v < 1) {
-    throw new RangeError(`${kernel}: ${name} must be an integer ≥ 1, got ${v}`);
-  }
-}
-
-function checkSize(kernel: string, t: Tensor, n: number, what: string): void {
-  if (t.size !== n) {
-    throw new TypeError(`${kernel}: ${t.label} has ${t.size} elements [${t.shape}], expected ${n} (${what})`);
-  }
 }
 
 /** The options of {@link augmentImages} resolved to what the kernels receive. */
@@ -257,8 +246,8 @@ export function augmentImages(
   const r = resolveAugment(k, opts);
   const { batch, channels, height, width } = opts;
   const n = batch * channels * height * width;
-  checkSize(k, out, n, "batch·channels·height·width floats");
-  checkSize(k, pixels, pixelWords(n), "u32 words of batch·channels·height·width bytes");
+  expectElements(k, out, n, "batch·channels·height·width floats");
+  expectElements(k, pixels, pixelWords(n), "u32 words of batch·channels·height·width bytes");
   const random = isRandom(r.spec);
   const naive = opts.variant === "naive";
   if (random && opts.seed === undefined) {
@@ -268,7 +257,7 @@ export function augmentImages(
     if (params === null) {
       throw new TypeError(`${k}: a params tensor [${batch}, ${AUGMENT_PARAM_WORDS}] is needed`);
     }
-    checkSize(k, params, batch * AUGMENT_PARAM_WORDS, `[batch, ${AUGMENT_PARAM_WORDS}] u32 words`);
+    expectElements(k, params, batch * AUGMENT_PARAM_WORDS, `[batch, ${AUGMENT_PARAM_WORDS}] u32 words`);
   }
   const s = random ? seedBinding(k, opts.seed!) : null;
   /** The shared `Sizes` uniform with `count` work items for a dispatch (and the RandAugment layer it applies). */
@@ -348,9 +337,9 @@ export function augmentImages(
   // RandAugment: crop and flip into scratch 0, the layers ping-pong between the scratches, then normalise.
   const ra = opts.randAugment!;
   const [a, b] = ra.scratch;
-  checkSize(k, a, n, "batch·channels·height·width floats");
-  checkSize(k, b, n, "batch·channels·height·width floats");
-  checkSize(k, ra.lut, batch * channels * 256, "batch·channels·256 u32 words");
+  expectElements(k, a, n, "batch·channels·height·width floats");
+  expectElements(k, b, n, "batch·channels·height·width floats");
+  expectElements(k, ra.lut, batch * channels * 256, "batch·channels·256 u32 words");
   const cropParams = r.spec.crop !== "none" || r.spec.flip ? [params!] : [];
   plan.dispatch(
     `${k}: crop`,
@@ -567,9 +556,9 @@ export function mixBatch(
     throw new RangeError(`${k}: smoothing must be in [0, 1], got ${smoothing}`);
   }
   const per = channels * height * width;
-  checkSize(k, images, batch * per, "batch·channels·height·width floats");
-  checkSize(k, targets, batch * classes, "batch·classes floats");
-  checkSize(k, labels, batch, "one int32 label per sample");
+  expectElements(k, images, batch * per, "batch·channels·height·width floats");
+  expectElements(k, targets, batch * classes, "batch·classes floats");
+  expectElements(k, labels, batch, "one int32 label per sample");
   const { block, word } = mixSlot(k, mixParams);
   const vectors = block.buffer.size / 16;
   const n = Math.ceil(batch / 2) * channels * height; // rows

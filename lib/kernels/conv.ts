@@ -36,6 +36,7 @@ import {
   reluBackwardWgsl,
   tapRowsPerBlock,
 } from "../../shaders/conv.ts";
+import { positiveInt } from "./_check.ts";
 
 export type { ConvLayout } from "../../shaders/conv.ts";
 
@@ -200,12 +201,6 @@ const WEIGHT_TARGET_INVOCATIONS = 4096;
 const RELAYOUT_MIN_REDUCTION = 64;
 /** Shortest pixel run a weight-gradient split is given. */
 const WEIGHT_MIN_CHUNK = 64;
-
-function positiveInt(kernel: string, name: string, v: number): void {
-  if (!Number.isInteger(v) || v < 1) {
-    throw new RangeError(`${kernel}: ${name} must be a positive integer, got ${v}`);
-  }
-}
 
 function expectSize(kernel: string, t: Tensor, shape: number[]): void {
   const n = shape.reduce((a, b) => a * b, 1);

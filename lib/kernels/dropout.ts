@@ -13,6 +13,7 @@ import {
   type SeedLayout,
 } from "../../shaders/dropout.ts";
 import { sameView } from "./embedding.ts";
+import { sameSize } from "./_check.ts";
 
 /**
  * A kernel's seed: a constant (tests, one-off runs), or word `word` of a {@link UniformBlock} that the host
@@ -49,16 +50,6 @@ export function seedBinding(
 function checkP(kernel: string, p: number): number {
   if (!(p >= 0 && p <= 1)) throw new RangeError(`${kernel}: p must be in [0, 1], got ${p}`);
   return p < 1 ? Math.fround(1 / (1 - p)) : 0;
-}
-
-function sameSize(kernel: string, ...ts: Tensor[]): number {
-  const n = ts[0].size;
-  for (const t of ts) {
-    if (t.size !== n) {
-      throw new TypeError(`${kernel}: ${t.label} has ${t.size} elements [${t.shape}], expected ${n}`);
-    }
-  }
-  return n;
 }
 
 function dropout(

@@ -9,16 +9,7 @@ import {
   geluForwardWgsl,
   scaleWgsl,
 } from "../../shaders/elementwise.ts";
-
-function sameSize(kernel: string, ...ts: Tensor[]): number {
-  const n = ts[0].size;
-  for (const t of ts) {
-    if (t.size !== n) {
-      throw new TypeError(`${kernel}: ${t.label} has ${t.size} elements [${t.shape}], expected ${n}`);
-    }
-  }
-  return n;
-}
+import { sameSize } from "./_check.ts";
 
 /** y = GELU(x), exact erf form. */
 export function geluForward(plan: Plan, y: Tensor, x: Tensor): void {

@@ -15,6 +15,7 @@ import {
   selectTokenBackwardWgsl,
   selectTokenWgsl,
 } from "../../shaders/embedding.ts";
+import { expectElements } from "./_check.ts";
 
 /** Sizes of a token tensor [batch, tokens, dim]. */
 export interface TokenSizes {
@@ -38,12 +39,6 @@ function check(kernel: string, { batch, tokens, dim }: TokenSizes, minTokens = 0
   }
 }
 
-function expectSize(kernel: string, t: Tensor, n: number, what: string): void {
-  if (t.size !== n) {
-    throw new TypeError(`${kernel}: ${t.label} has ${t.size} elements [${t.shape}], expected ${n} (${what})`);
-  }
-}
-
 /** True when two tensors are the same memory (an in-place call). */
 export function sameView(a: Tensor, b: Tensor): boolean {
   return a.buffer === b.buffer && a.offset === b.offset && a.size === b.size;
@@ -60,9 +55,9 @@ export function positionalEmbeddingAdd(
   const k = "positionalEmbeddingAdd";
   check(k, sizes);
   const { batch, tokens, dim } = sizes;
-  expectSize(k, y, batch * tokens * dim, "batch·tokens·dim");
-  expectSize(k, x, batch * tokens * dim, "batch·tokens·dim");
-  expectSize(k, pe, tokens * dim, "tokens·dim");
+  expectElements(k, y, batch * tokens * dim, "batch·tokens·dim");
+  expectElements(k, x, batch * tokens * dim, "batch·tokens·dim");
+  expectElements(k, pe, tokens * dim, "tokens·dim");
   const period = tokens * (dim / embeddingWidth(dim));
   const inPlace = sameView(y, x);
   plan.dispatch(
@@ -78,8 +73,8 @@ export function positionalEmbeddingBackward(plan: Plan, dpe: Tensor, dy: Tensor,
   const k = "positionalEmbeddingBackward";
   check(k, sizes);
   const { batch, tokens, dim } = sizes;
-  expectSize(k, dpe, tokens * dim, "tokens·dim");
-  expectSize(k, dy, batch * tokens * dim, "batch·tokens·dim");
+  expectElements(k, dpe, tokens * dim, "tokens·dim");
+  expectElements(k, dy, batch * tokens * dim, "batch·tokens·dim");
   const period = tokens * (dim / embeddingWidth(dim));
   const q = Math.ceil(period / POSITIONAL_BACKWARD_BLOCK);
   plan.dispatch(
@@ -98,9 +93,9 @@ export function classTokenConcat(plan: Plan, y: Tensor, x: Tensor, cls: Tensor, 
   const k = "classTokenConcat";
   check(k, sizes);
   const { batch, tokens, dim } = sizes;
-  expectSize(k, y, batch * (tokens + 1) * dim, "batch·(tokens + 1)·dim");
-  expectSize(k, x, batch * tokens * dim, "batch·tokens·dim");
-  expectSize(k, cls, dim, "dim");
+  expectElements(k, y, batch * (tokens + 1) * dim, "batch·(tokens + 1)·dim");
+  expectElements(k, x, batch * tokens * dim, "batch·tokens·dim");
+  expectElements(k, cls, dim, "dim");
   const n = batch * (tokens + 1) * (dim / embeddingWidth(dim));
   plan.dispatch(
     k,
@@ -124,9 +119,9 @@ export function classTokenBackward(
   const k = "classTokenBackward";
   check(k, sizes);
   const { batch, tokens, dim, accumulateDx = false } = sizes;
-  expectSize(k, dx, batch * tokens * dim, "batch·tokens·dim");
-  expectSize(k, dcls, dim, "dim");
-  expectSize(k, dy, batch * (tokens + 1) * dim, "batch·(tokens + 1)·dim");
+  expectElements(k, dx, batch * tokens * dim, "batch·tokens·dim");
+  expectElements(k, dcls, dim, "dim");
+  expectElements(k, dy, batch * (tokens + 1) * dim, "batch·(tokens + 1)·dim");
   const w = dim / embeddingWidth(dim);
   plan.dispatch(
     k,
@@ -149,8 +144,8 @@ export function selectToken(plan: Plan, y: Tensor, x: Tensor, sizes: TokenSizes 
   check(k, sizes, 1);
   const { batch, tokens, dim, index = 0 } = sizes;
   checkIndex(k, index, tokens);
-  expectSize(k, y, batch * dim, "batch·dim");
-  expectSize(k, x, batch * tokens * dim, "batch·tokens·dim");
+  expectElements(k, y, batch * dim, "batch·dim");
+  expectElements(k, x, batch * tokens * dim, "batch·tokens·dim");
   const n = batch * (dim / embeddingWidth(dim));
   plan.dispatch(
     k,
@@ -174,8 +169,8 @@ export function selectTokenBackward(
   check(k, sizes, 1);
   const { batch, tokens, dim, index = 0, accumulate = false } = sizes;
   checkIndex(k, index, tokens);
-  expectSize(k, dx, batch * tokens * dim, "batch·tokens·dim");
-  expectSize(k, dy, batch * dim, "batch·dim");
+  expectElements(k, dx, batch * tokens * dim, "batch·tokens·dim");
+  expectElements(k, dy, batch * dim, "batch·dim");
   const w = dim / embeddingWidth(dim);
   plan.dispatch(
     k,

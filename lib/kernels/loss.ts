@@ -2,6 +2,7 @@
 import type { Plan } from "../gpu/plan.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 import { accumulateMetricsWgsl, CROSS_ENTROPY_WORKGROUP, crossEntropyWgsl } from "../../shaders/loss.ts";
+import { expectElements } from "./_check.ts";
 
 /** Slots of the metrics buffer filled by {@link accumulateMetrics}. */
 export const METRICS = { lossSum: 0, correct: 1, count: 2 } as const;
@@ -32,14 +33,6 @@ export interface CrossEntropyOptions {
   soft?: boolean;
   /** Factor on dlogits; 1/batch (the default) is the gradient of the mean loss. */
   gradScale?: number;
-}
-
-function checkSize(kernel: string, t: Tensor, expected: number, what: string): void {
-  if (t.size !== expected) {
-    throw new TypeError(
-      `${kernel}: ${t.label} has ${t.size} elements [${t.shape}], expected ${expected} (${what})`,
-    );
-  }
 }
 
 function checkDims(kernel: string, batch: number, classes: number): void {
@@ -75,10 +68,10 @@ export function crossEntropyForwardBackward(
     throw new RangeError(`${name}: smoothing ${smoothing} is not in [0, 1]`);
   }
   if (!Number.isFinite(gradScale)) throw new RangeError(`${name}: gradScale ${gradScale} is not finite`);
-  checkSize(name, losses, batch, "losses [batch]");
-  checkSize(name, dlogits, batch * classes, "dlogits [batch, classes]");
-  checkSize(name, logits, batch * classes, "logits [batch, classes]");
-  checkSize(
+  expectElements(name, losses, batch, "losses [batch]");
+  expectElements(name, dlogits, batch * classes, "dlogits [batch, classes]");
+  expectElements(name, logits, batch * classes, "logits [batch, classes]");
+  expectElements(
     name,
     targets,
     soft ? batch * classes : batch,
@@ -117,9 +110,9 @@ export function accumulateMetrics(
       `${name}: ${metrics.label} has ${metrics.size} elements, expected at least ${METRICS_SIZE}`,
     );
   }
-  checkSize(name, losses, batch, "losses [batch]");
-  checkSize(name, logits, batch * classes, "logits [batch, classes]");
-  checkSize(
+  expectElements(name, losses, batch, "losses [batch]");
+  expectElements(name, logits, batch * classes, "logits [batch, classes]");
+  expectElements(
     name,
     labels,
     soft ? batch * classes : batch,

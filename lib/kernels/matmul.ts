@@ -16,6 +16,7 @@ import {
   type MatmulKernelSpec,
   matmulWgsl,
 } from "../../shaders/matmul.ts";
+import { expectElements } from "./_check.ts";
 
 export type { MatmulActivation } from "../../shaders/matmul.ts";
 
@@ -387,10 +388,6 @@ function linearDims(kernel: string, x: Tensor, w: Tensor): { rows: number; inF: 
   return { rows: x.size / inF, inF, outF };
 }
 
-function expectSize(kernel: string, t: Tensor, size: number, shape: string): void {
-  if (t.size !== size) throw new TypeError(`${kernel}: ${t.label} [${t.shape}] should be ${shape}`);
-}
-
 /** y[rows, out] = act(x[rows, in]·Wᵀ + b), W [out, in]; `preActivation` receives x·Wᵀ + b. */
 export function linearForward(
   plan: Plan,
@@ -401,9 +398,11 @@ export function linearForward(
   opts: { activation?: MatmulActivation; preActivation?: Tensor; variant?: MatmulVariant } = {},
 ): void {
   const { rows, inF, outF } = linearDims("linearForward", x, w);
-  expectSize("linearForward", y, rows * outF, `[${rows}, ${outF}]`);
-  if (bias) expectSize("linearForward", bias, outF, `[${outF}]`);
-  if (opts.preActivation) expectSize("linearForward", opts.preActivation, rows * outF, `[${rows}, ${outF}]`);
+  expectElements("linearForward", y, rows * outF, `[${rows}, ${outF}]`);
+  if (bias) expectElements("linearForward", bias, outF, `[${outF}]`);
+  if (opts.preActivation) {
+    expectElements("linearForward", opts.preActivation, rows * outF, `[${rows}, ${outF}]`);
+  }
   matmul(plan, y, x, w, {
     m: rows,
     n: outF,
@@ -432,12 +431,12 @@ export function linearBackward(
   opts: { accumulateDx?: boolean; geluGradOf?: Tensor; variant?: MatmulVariant } = {},
 ): void {
   const { rows, inF, outF } = linearDims("linearBackward", x, w);
-  expectSize("linearBackward", dy, rows * outF, `[${rows}, ${outF}]`);
-  expectSize("linearBackward", dw, outF * inF, `[${outF}, ${inF}]`);
-  if (db) expectSize("linearBackward", db, outF, `[${outF}]`);
+  expectElements("linearBackward", dy, rows * outF, `[${rows}, ${outF}]`);
+  expectElements("linearBackward", dw, outF * inF, `[${outF}, ${inF}]`);
+  if (db) expectElements("linearBackward", db, outF, `[${outF}]`);
   if (dx) {
-    expectSize("linearBackward", dx, rows * inF, `[${rows}, ${inF}]`);
-    if (opts.geluGradOf) expectSize("linearBackward", opts.geluGradOf, rows * inF, `[${rows}, ${inF}]`);
+    expectElements("linearBackward", dx, rows * inF, `[${rows}, ${inF}]`);
+    if (opts.geluGradOf) expectElements("linearBackward", opts.geluGradOf, rows * inF, `[${rows}, ${inF}]`);
     matmul(plan, dx, dy, w, {
       m: rows,
       n: inF,

@@ -12,6 +12,7 @@ import {
   NORM_WORKGROUP,
   normWidth,
 } from "../../shaders/norm.ts";
+import { expectElements } from "./_check.ts";
 
 /** Sizes of a LayerNorm over the last dimension of a [rows, dim] tensor. */
 export interface LayerNormSizes {
@@ -33,12 +34,6 @@ function checkSizes(kernel: string, { rows, dim }: LayerNormSizes): void {
   }
 }
 
-function expectSize(kernel: string, t: Tensor, n: number, what: string): void {
-  if (t.size !== n) {
-    throw new TypeError(`${kernel}: ${t.label} has ${t.size} elements [${t.shape}], expected ${n} (${what})`);
-  }
-}
-
 /**
  * y = LayerNorm(x)·γ + β over the last dimension, saving `mean` and `rstd` = 1/√(var + eps) per row for the
  * backward. Shapes: y, x [rows, dim]; mean, rstd [rows]; gamma, beta [dim].
@@ -55,12 +50,12 @@ export function layerNormForward(
 ): void {
   const k = "layerNormForward";
   checkSizes(k, { rows, dim });
-  expectSize(k, y, rows * dim, "rows·dim");
-  expectSize(k, x, rows * dim, "rows·dim");
-  expectSize(k, mean, rows, "rows");
-  expectSize(k, rstd, rows, "rows");
-  expectSize(k, gamma, dim, "dim");
-  expectSize(k, beta, dim, "dim");
+  expectElements(k, y, rows * dim, "rows·dim");
+  expectElements(k, x, rows * dim, "rows·dim");
+  expectElements(k, mean, rows, "rows");
+  expectElements(k, rstd, rows, "rows");
+  expectElements(k, gamma, dim, "dim");
+  expectElements(k, beta, dim, "dim");
   const width = variant === "naive" ? 1 : normWidth(dim);
   plan.dispatch(
     k,
@@ -126,9 +121,9 @@ export function layerNormBackward(
 ): void {
   const k = "layerNormBackward";
   checkSizes(k, { rows, dim });
-  for (const t of [dx, dy, x]) expectSize(k, t, rows * dim, "rows·dim");
-  for (const t of [mean, rstd]) expectSize(k, t, rows, "rows");
-  for (const t of [gamma, dgamma, dbeta]) expectSize(k, t, dim, "dim");
+  for (const t of [dx, dy, x]) expectElements(k, t, rows * dim, "rows·dim");
+  for (const t of [mean, rstd]) expectElements(k, t, rows, "rows");
+  for (const t of [gamma, dgamma, dbeta]) expectElements(k, t, dim, "dim");
   const width = variant === "naive" ? 1 : normWidth(dim);
   plan.dispatch(
     `${k}Input`,
