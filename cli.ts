@@ -52,6 +52,7 @@ import {
   writeRunPlots,
 } from "./lib/train/report.ts";
 import { benchmarkModel } from "./lib/benchmark.ts";
+import { tuneModel } from "./lib/models/tune.ts";
 
 /** A mistake in the command line: printed with the usage, exit code 2. */
 class UsageError extends Error {}
@@ -110,6 +111,8 @@ run
   --resume FILE           continue a run from its last.state.safetensors
   --config FILE           JSON file of options (keys as above, camelCase or as flags); flags win
   --log-every N           steps between progress reports (default 20)
+  --tune                  time every matmul variant on this adapter for the model's shapes first and keep
+                          the fastest (remembered in <output>/tune.json; costs a minute or so once)
   -h, --help              this help`;
 
 const trainFlags = {
@@ -144,6 +147,7 @@ const trainFlags = {
   resume: { type: "string" },
   config: { type: "string" },
   "log-every": { type: "string" },
+  tune: { type: "boolean" },
   help: { type: "boolean", short: "h" },
 } as const;
 
@@ -283,6 +287,12 @@ async function train(args: string[]): Promise<number> {
   await Deno.mkdir(output, { recursive: true });
 
   const o = defaultTrainOptions(trainOptions);
+  if (v.tune) {
+    const file = join(output, "tune.json");
+    console.log(`tuning matmul kernels for ${model.config.name} at batch ${o.batchSize} (${file})…`);
+    const timed = await tuneModel(model.gpu, model.config, o.batchSize, { file });
+    console.log(`tuned ${timed} shape classes`);
+  }
   const terminal = Deno.stdout.isTerminal();
   const log = saved
     ? await MetricsLog.load(join(output, "metrics.jsonl"))

@@ -65,6 +65,7 @@ export {
   matchStateDict,
 } from "./lib/models/weights.ts";
 export { Activations, type PassContext, type Rates, type TensorTable } from "./lib/models/network.ts";
+export { matmulShapes, tuneModel } from "./lib/models/tune.ts";
 
 // Training
 export {
@@ -135,3 +136,14 @@ export {
   uploadTensor,
   writeTensor,
 } from "./lib/gpu/tensor.ts";
+export {
+  linearBackward,
+  linearForward,
+  matmul,
+  type MatmulActivation,
+  type MatmulBatch,
+  type MatmulOptions,
+  type MatmulShape,
+  type MatmulVariant,
+  tuneMatmul,
+} from "./lib/kernels/matmul.ts";

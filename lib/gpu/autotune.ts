@@ -7,6 +7,7 @@
  */
 import type { Gpu } from "./device.ts";
 import type { Plan } from "./plan.ts";
+import { writeFileAtomic } from "../io/atomic.ts";
 
 /** One remembered choice and, when it was measured, the median milliseconds of every candidate. */
 export interface TuneEntry {
@@ -95,7 +96,7 @@ export async function loadTuneTable(path: string): Promise<number> {
 
 /** Writes the whole table as JSON (only call where the user allowed writing that path). */
 export async function saveTuneTable(path: string): Promise<void> {
-  await Deno.writeTextFile(path, tuneTableToJson());
+  await writeFileAtomic(path, new TextEncoder().encode(tuneTableToJson()));
 }
 
 /**

@@ -31,15 +31,21 @@ export type MatmulVariant = "naive" | `blocked${number}x${number}` | `subgroup${
 export interface MatmulBatch {
   /** Batch sizes: [b1] or [b1, b2]; the dispatch covers b1·b2 products. */
   dims: readonly number[];
+  /** Element stride of A between consecutive products, per batch dimension. */
   strideA: readonly number[];
+  /** Element stride of B, per batch dimension. */
   strideB: readonly number[];
+  /** Element stride of C, per batch dimension. */
   strideC: readonly number[];
 }
 
 /** Options of {@link matmul}: C[M,N] (+)= act(alpha·op(A)[M,K]·op(B)[K,N] + bias). */
 export interface MatmulOptions {
+  /** Rows of C. */
   m: number;
+  /** Columns of C. */
   n: number;
+  /** The reduced dimension. */
   k: number;
   /** A is stored [K, M] (row stride lda) and used transposed. */
   transA?: boolean;
@@ -47,6 +53,7 @@ export interface MatmulOptions {
   transB?: boolean;
   /** [N], added to every row. */
   bias?: Tensor;
+  /** Activation applied in the epilogue (after bias). Default "none". */
   activation?: MatmulActivation;
   /** Receives the value before the activation; laid out like C (same offC, ldc, batch strides). */
   preActivation?: Tensor;
@@ -56,14 +63,19 @@ export interface MatmulOptions {
   accumulate?: boolean;
   /** Scale of the product (before bias). Default 1. */
   alpha?: number;
+  /** Strided batching (attention heads); one product when absent. */
   batch?: MatmulBatch;
-  /** Element offsets of the first element of A, B, C (need not be aligned). */
+  /** Element offset of A's first element (need not be aligned). */
   offA?: number;
+  /** Element offset of B's first element. */
   offB?: number;
+  /** Element offset of C's first element. */
   offC?: number;
-  /** Row strides in elements; default: the stored row length (k or m for A, n or k for B, n for C). */
+  /** Row stride of A in elements; default its stored row length (k, or m when transposed). */
   lda?: number;
+  /** Row stride of B; default n (or k when transposed). */
   ldb?: number;
+  /** Row stride of C; default n. */
   ldc?: number;
   /** Force a variant (tests, benchmarks); otherwise the tuned or default choice for the shape. */
   variant?: MatmulVariant;
