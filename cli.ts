@@ -528,10 +528,15 @@ async function bench(args: string[]): Promise<number> {
     "img-size": { type: "string" },
     channels: { type: "string" },
     "batch-size": { type: "string" },
+    repeats: { type: "string" },
+    "train-steps": { type: "string" },
     help: { type: "boolean", short: "h" },
   });
   if (v.help) {
-    console.log("usage: cli.ts bench [--model NAME] [--img-size N] [--channels C] [--batch-size N]");
+    console.log(
+      "usage: cli.ts bench [--model NAME] [--img-size N] [--channels C] [--batch-size N] [--repeats N]\n" +
+        "                    [--train-steps N (0: inference only)]",
+    );
     return 0;
   }
   const name = (v.model as string | undefined) ?? "cct_2_3x2_32";
@@ -541,6 +546,8 @@ async function bench(args: string[]): Promise<number> {
     imgSize: size,
     inChannels: channels,
     batch: num(v, "batch-size", { min: 1, integer: true }) ?? 128,
+    repeats: num(v, "repeats", { min: 1, integer: true }),
+    trainSteps: num(v, "train-steps", { min: 0, integer: true }),
   });
   console.log(JSON.stringify(r, null, 2));
   return 0;

@@ -35,6 +35,7 @@
 // Models
 export {
   CompactTransformer,
+  createModel,
   type CreateOptions,
   type LossAndGradients,
   parseWeights,

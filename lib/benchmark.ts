@@ -65,7 +65,8 @@ function randomDataset(
  * {@link ModelOptions} passed to {@link CompactTransformer.create}.
  *
  * @param name Registered model name (one of `modelNames()`).
- * @param options `batch` (default 128), `repeats` (default 5), `trainSteps` (default 5) and model options.
+ * @param options `batch` (default 128), `repeats` (default 5), `trainSteps` (default 5; 0 skips training) and
+ *   model options.
  * @returns The medians, rounded for display.
  *
  * @example Compare inference and training throughput
@@ -107,12 +108,15 @@ export async function benchmarkModel(
     await model.forward(one, shape(1));
     latencies.push(performance.now() - t0);
   }
-  const trainer = new Trainer(model, randomDataset(c, batch * (trainSteps + 2)), {
-    batchSize: batch,
-    epochs: 1,
-  });
-  const stepMs = await trainer.timeSteps(trainSteps, repeats);
-  trainer.destroy();
+  let stepMs = NaN;
+  if (trainSteps > 0) {
+    const trainer = new Trainer(model, randomDataset(c, batch * (trainSteps + 2)), {
+      batchSize: batch,
+      epochs: 1,
+    });
+    stepMs = await trainer.timeSteps(trainSteps, repeats);
+    trainer.destroy();
+  }
   model.destroy();
   return {
     model: name,
@@ -121,7 +125,7 @@ export async function benchmarkModel(
     batch,
     inferenceImagesPerSecond: Math.round(batch / (median(batchTimes) / 1000)),
     latencyBatch1Ms: +median(latencies).toFixed(2),
-    trainImagesPerSecond: Math.round(batch / (stepMs / 1000)),
-    trainStepMs: +stepMs.toFixed(1),
+    trainImagesPerSecond: trainSteps > 0 ? Math.round(batch / (stepMs / 1000)) : NaN,
+    trainStepMs: trainSteps > 0 ? +stepMs.toFixed(1) : NaN,
   };
 }

@@ -379,3 +379,22 @@ function configAsOptions(c: ModelConfig): ModelOptions {
     convLayers: c.convLayers,
   };
 }
+
+/**
+ * Builds a registered model (or a custom configuration) with seeded initial weights: shorthand for
+ * {@link CompactTransformer.create}.
+ *
+ * @example
+ * ```ts
+ * import { createModel } from "@compact-transformers/cct";
+ *
+ * const model = await createModel("cvt_7_4_32", { numClasses: 100 });
+ * console.log(model.parameterCount);
+ * ```
+ */
+export function createModel(
+  nameOrConfig: string | ModelConfig,
+  options: CreateOptions = {},
+): Promise<CompactTransformer> {
+  return CompactTransformer.create(nameOrConfig, options);
+}
