@@ -105,7 +105,7 @@ Deno.test("a checkpoint write killed midway leaves the previous checkpoint loada
           "--no-prompt",
           `--allow-read=${dir}`,
           `--allow-write=${dir}`,
-          "--allow-env",
+          "--allow-env=DENO_WEBGPU_BACKEND",
           new URL("./_save_loop.ts", import.meta.url).pathname,
           dir,
         ],
