@@ -39,10 +39,14 @@ if (!values["models-only"]) {
     if (!load) throw new RangeError(`unknown family "${family}"; one of ${Object.keys(families).join(", ")}`);
     console.log(`## ${family}`);
     const { cases } = await load();
+    // The fastest FLOP rate seen so far in this family (matmul's first case is a 1024³ square over every
+    // variant): each case is also reported as a fraction of it.
+    let best = 0;
     for (const c of cases) {
       const { plan, naive, variants } = await c.build(gpu);
       const ms = await timePlan(gpu, plan, { reps: 2, samples: 5 });
       const parts = [`${c.name}: ${ms.toFixed(3)} ms ${rate(c, ms)}`];
+      const gflops = c.flops / ms / 1e6;
       if (naive) {
         // Naive kernels are 5–40× slower: fewer repetitions keep the whole run in minutes.
         const n = await timePlan(gpu, naive, { reps: 1, samples: 3 });
@@ -51,7 +55,10 @@ if (!values["models-only"]) {
       for (const [name, p] of Object.entries(variants ?? {})) {
         const t = await timePlan(gpu, p, { reps: 1, samples: 3 });
         parts.push(`${name} ${t.toFixed(3)} ms ${rate(c, t)}`);
+        best = Math.max(best, c.flops / t / 1e6);
       }
+      best = Math.max(best, gflops);
+      if (c.flops > 0 && best > 0) parts.push(`${Math.round((100 * gflops) / best)}% of the best rate seen`);
       console.log(parts.join(" | "));
     }
     console.log();
