@@ -3,7 +3,8 @@
  * pool → 14×14, conv2 64→128 k3 14×14, pool → 7×7 = 49 tokens), CCT-7/3x1 on 3×32×32 (conv 3→256 k3, pool →
  * 16×16 = 256 tokens) and the ViT/CVT patch embedding 3×32×32 P4 → 64 tokens of d 256. Each case has a naive
  * plan (one output per invocation) for comparison, and on adapters with subgroups each conv case also times the
- * blocked variant next to the default subgroup one.
+ * blocked variant next to the default, and the forward and backward-data cases the "subgroup" and
+ * "subgroupGemm" variants (the default picks one of them by the reduction's channel count).
  *
  * Run: `deno run --allow-read=. --allow-env bench/conv_bench.ts [name filter] [--no-naive] [--batch=N] [--cpu]`.
  * `--cpu` also reports GFLOP per CPU-second of this process (llvmpipe's threads run in it), a figure that other
@@ -79,9 +80,15 @@ function convCase(
         }
         return plan;
       };
-      // The default is the subgroup kernel where the adapter has subgroups; the blocked one is then a variant.
+      // The default is a subgroup kernel where the adapter has subgroups; the blocked one is then a variant.
       const subgroups = gpu.hasSubgroups && gpu.subgroupSize === 8;
-      const variants = subgroups ? { blocked: record("blocked") } : undefined;
+      const variants: Record<string, Plan> | undefined = subgroups
+        ? { blocked: record("blocked") }
+        : undefined;
+      if (variants && pass !== "backward weights") {
+        variants.subgroup = record("subgroup");
+        variants.subgroupGemm = record("subgroupGemm");
+      }
       return Promise.resolve({ plan: record(), naive: record("naive"), variants });
     },
   };

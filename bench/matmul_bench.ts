@@ -4,8 +4,13 @@
  * shapes, plus a 1024³ square whose best variant is the adapter's ceiling. Every variant is timed; the report
  * gives GFLOP/s per variant, the naive kernel, and each case's fraction of the ceiling.
  *
- * Run: `deno run --allow-read=. --allow-env bench/matmul_bench.ts [--batch=16] [--variants=a,b] [name filter]`
+ * Run: `deno run --allow-read=. --allow-env bench/matmul_bench.ts [--batch=16] [--variants=a,b] [--cpu] [name filter]`
+ *
+ * `--cpu` times by the process's CPU time (all llvmpipe threads) divided by the thread count instead of GPU
+ * timestamps: on a machine shared with other jobs, wall time swings 2–3× with their load while CPU time moves by a
+ * few percent, so variant comparisons stay meaningful (it hides idle cores, so check few-workgroup shapes by wall).
  */
+import process from "node:process";
 import { getGpu, type Gpu } from "../lib/gpu/device.ts";
 import { Plan } from "../lib/gpu/plan.ts";
 import { createTensor, type Tensor } from "../lib/gpu/tensor.ts";
@@ -44,6 +49,22 @@ function extents(o: MatmulOptions): [number, number, number] {
     span(o.offB ?? 0, o.transB ? o.n : o.k, ldb, o.batch?.strideB ?? [0]),
     span(o.offC ?? 0, o.m, ldc, o.batch?.strideC ?? [0]),
   ];
+}
+
+/**
+ * Milliseconds of one run of `plan` as process CPU time over `threads` (the best of `samples` runs after a warm-up):
+ * load-independent where GPU timestamps on a shared CPU are not.
+ */
+async function cpuTimePlan(plan: Plan, threads: number, samples = 3): Promise<number> {
+  await plan.run();
+  let best = Infinity;
+  for (let s = 0; s < samples; s++) {
+    const start = process.cpuUsage();
+    await plan.run();
+    const used = process.cpuUsage(start);
+    best = Math.min(best, (used.user + used.system) / 1000 / threads);
+  }
+  return best;
 }
 
 /** Variants the runner asked for (`--variants=`); default: the tuner's candidates for the device. */
@@ -146,8 +167,14 @@ if (import.meta.main) {
     | MatmulVariant[]
     | undefined;
   const filter = args.find((a) => !a.startsWith("--"));
+  const cpu = args.includes("--cpu");
+  const threads = Number(Deno.env.get("LP_NUM_THREADS") ?? navigator.hardwareConcurrency);
   const gpu = await getGpu();
-  console.log(`${gpu.description} (${gpu.backend}), subgroups ${gpu.hasSubgroups ? gpu.subgroupSize : "no"}`);
+  console.log(
+    `${gpu.description} (${gpu.backend}), subgroups ${
+      gpu.hasSubgroups ? gpu.subgroupSize : "no"
+    }, timing by ${cpu ? `CPU time / ${threads} threads` : "GPU timestamps"}`,
+  );
   // The square runs first and again last: on a shared machine the load drifts, so the ceiling is the best of both.
   const all = casesFor(batch);
   const selected = [
@@ -163,7 +190,7 @@ if (import.meta.main) {
     const line: string[] = [];
     let best = Infinity, bestName = "";
     for (const [name, plan] of Object.entries(built.variants ?? {})) {
-      const ms = await timePlan(gpu, plan, timing);
+      const ms = cpu ? await cpuTimePlan(plan, threads) : await timePlan(gpu, plan, timing);
       line.push(`${name} ${rate(c, ms)}`);
       if (ms < best) [best, bestName] = [ms, name];
       plan.destroy();

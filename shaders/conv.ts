@@ -10,6 +10,15 @@
  * - the weight is first transposed (a tiny dispatch) so the forward and backward-data load it as vec4s, ≈ 2×;
  * - on Vulkan a subgroup variant loads one weight vec4 per lane and shares the 8 with `subgroupBroadcast`, ≈ 2×
  *   again;
+ * - faster still (≈ 1.6× on CCT conv2, forward and backward-data) is the implicit-GEMM subgroup variant, shaped
+ *   like the best matmul: x (or dy) is first copied channels-last so one vec4 load brings 4 reduction channels of
+ *   a pixel, a subgroup owns 48 pixels × 32 channels, and each accumulator's 4 FMAs of a step run as one chain.
+ *   Measured on lavapipe: a storage-buffer load is a per-lane loop with a bounds test per component (Mesa's
+ *   emit_load_mem), so loads, not FMAs, set the pace (dropping the weight loads from the kernel more than halved
+ *   its time); chaining the FMAs per accumulator (each accumulator is 4 spilled 8-lane registers) gained ≈ 1.3×;
+ *   larger tiles (more accumulators) and a stride-1 row-tiled kernel that loads each input once for all k taps
+ *   were not faster (more spills); reading the operands from textures was ≈ 25% faster but a dispatch with
+ *   textures broke later dispatches of the device on lavapipe (they stopped running), so it is not used;
  * - the weight gradient reads dy as vec4s in tokens layout (an NCHW dy of a deep layer is relaid first); its
  *   subgroup variant shares 8 lanes' dy vec4s by `subgroupBroadcast` (≈ 2× the blocked one);
  * - the pools work in row blocks: the forward loads each input once per block (as vec2/vec4 when W allows), the
@@ -1277,6 +1286,222 @@ ${
   let b = i / (plane * C);
   out[i] = src[(b * plane + p) * C + c];`
   }
+}
+`;
+}
+
+/**
+ * Feature map → channels-last vec4s: out [B, H·W, C4] of vec4 (C4 = ⌈C/4⌉, channels past C zero) from an NCHW
+ * or tokens ([B, H·W, C]) source, so the implicit-GEMM kernels load 4 channels of a pixel as one vec4 (with
+ * C = 4·n this is the tokens layout). From NCHW with H·W = 4·n an invocation moves 4 pixels × 4 channels (4 vec4
+ * loads along pixels, 4 vec4 stores; ≈ 2× one vec4 from 4 scalar loads), otherwise one output vec4.
+ * Bindings: sizes (m = invocations), out, src.
+ */
+export function convChannelsLastWgsl(o: { c: number; hw: number; fromTokens: boolean }): string {
+  const c4 = Math.ceil(o.c / 4);
+  // Channels past C read a clamped (valid) one and are replaced by zero.
+  const ch = (j: number) => `min(c + ${j}u, ${o.c - 1}u)`;
+  const index = (j: number) =>
+    o.fromTokens ? `(b * ${o.hw}u + p) * ${o.c}u + ${ch(j)}` : `(b * ${o.c}u + ${ch(j)}) * ${o.hw}u + p`;
+  const quad = !o.fromTokens && o.hw % 4 === 0;
+  const body = quad
+    ? `  // Invocation (b, pixel quad, channel vec4): consecutive invocations walk channels, then pixels.
+  let cq = i % ${c4}u;
+  let c = cq * 4u;
+  let pq = (i / ${c4}u) % ${o.hw / 4}u;
+  let b = i / ${c4 * (o.hw / 4)}u;
+${
+      lines(4, (j) =>
+        `  let v${j} = select(vec4<f32>(0.0), src[((b * ${o.c}u + ${
+          ch(j)
+        }) * ${o.hw}u) / 4u + pq], c + ${j}u < ${o.c}u);`)
+    }
+  let o0 = (b * ${o.hw}u + pq * 4u) * ${c4}u + cq;
+${lines(4, (k) => `  out[o0 + ${k * c4}u] = vec4<f32>(v0[${k}], v1[${k}], v2[${k}], v3[${k}]);`)}`
+    : `  let c = (i % ${c4}u) * 4u;
+  let p = (i / ${c4}u) % ${o.hw}u;
+  let b = i / ${c4 * o.hw}u;
+  out[i] = vec4<f32>(${
+      range(4).map((j) => `select(0.0, src[${index(j)}], c + ${j}u < ${o.c}u)`).join(", ")
+    });`;
+  return /* wgsl */ `
+${LINEAR_INDEX_WGSL(CONV_WORKGROUP)}
+${CONV_SIZES}
+@group(0) @binding(1) var<storage, read_write> out: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> src: array<${quad ? "vec4<f32>" : "f32"}>;
+@compute @workgroup_size(${CONV_WORKGROUP})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let i = linear_index(gid, nwg);
+  if (i >= sizes.m) { return; }
+${body}
+}
+`;
+}
+
+/** Invocations of {@link convChannelsLastWgsl} for `batch` maps of `channels` × `pixels`. */
+export function convChannelsLastInvocations(
+  batch: number,
+  channels: number,
+  pixels: number,
+  fromTokens: boolean,
+): number {
+  const vec4s = batch * pixels * Math.ceil(channels / 4);
+  return !fromTokens && pixels % 4 === 0 ? vec4s / 4 : vec4s;
+}
+
+/**
+ * Implicit-GEMM subgroup variant of the forward (`pass: "forward"`) and backward-data (`pass: "data"`) convs,
+ * shaped like the fastest matmul on lavapipe (one subgroup of 8 per workgroup, A shared by `subgroupBroadcast`,
+ * B loaded per lane as vec4s): out[pixel, cb] = Σ_{tap, ca} A[pixel ⊕ tap, ca]·Wt[tap, ca, cb], where A is the
+ * input (forward) or dy (data) in channels-last vec4s ({@link convChannelsLastWgsl}), so one vec4 load brings 4
+ * reduction channels of a pixel, and Wt the transposed weight ({@link convWeightTransposeWgsl}). A subgroup owns
+ * `tm` pixels × 8·`tn` channels: per 4 reduction channels each lane loads tm/8 A vec4s and tn weight vec4s,
+ * broadcasts tm vec4s and does tm·tn·4 FMAs (48 × 4: 10 loads per 768 FMAs; the older subgroup kernel loads
+ * 1 vec4 + 4 scalars per 128). Geometry is baked in as constants. Bindings: sizes (m = output pixels), out (y or
+ * dx, NCHW or for the forward tokens), A, Wt[, bias].
+ */
+export function conv2dGemmSubgroupWgsl(
+  o: ConvShape & {
+    dims: ConvDims;
+    pass: "forward" | "data";
+    layout: ConvLayout;
+    relu: boolean;
+    bias: boolean;
+    accumulate: boolean;
+    tm: number;
+    tn: number;
+    /** Reduction vec4s per inner-loop iteration (used when it divides ⌈C_a/4⌉, else 1). */
+    unroll: number;
+  },
+): string {
+  if (o.tm % 8 !== 0 || o.tn % 4 !== 0) {
+    throw new RangeError(`conv gemm: tm ${o.tm} must be 8·n, tn ${o.tn} 4·n`);
+  }
+  const d = o.dims, fwd = o.pass === "forward";
+  const ca = fwd ? d.cin : d.cout, cb = fwd ? d.cout : d.cin;
+  const [ah, aw] = fwd ? [d.h, d.w] : [d.oh, d.ow];
+  const [plane, pw] = fwd ? [d.oh * d.ow, d.ow] : [d.h * d.w, d.w];
+  const ca4 = Math.ceil(ca / 4), cb4p = paddedChannels(cb) / 4;
+  const nb = Math.ceil(cb / (8 * o.tn));
+  const rows = o.tm / 8, q4 = o.tn / 4;
+  const setup = (r: number) =>
+    `  let mr${r} = min(m0 + lane + ${8 * r}u, sizes.m - 1u);
+  let b${r} = mr${r} / PLANE;
+  let p${r} = mr${r} - b${r} * PLANE;
+  let abase${r} = b${r} * ${ah * aw}u;
+  let ay${r} = ${fwd ? `i32((p${r} / PW) * ${o.stride}u) - PAD` : `i32(p${r} / PW) + PAD`};
+  let ax${r} = ${fwd ? `i32((p${r} % PW) * ${o.stride}u) - PAD` : `i32(p${r} % PW) + PAD`};`;
+  const source = (r: number) => {
+    if (fwd) {
+      return `      let y${r} = ay${r} + i32(kh);
+      let x${r} = ax${r} + i32(kw);
+      let ok${r} = ${o.padding === 0 ? "true" : `y${r} >= 0 && y${r} < AH && x${r} >= 0 && x${r} < AW`};`;
+    }
+    return o.stride === 1
+      ? `      let y${r} = ay${r} - i32(kh);
+      let x${r} = ax${r} - i32(kw);
+      let ok${r} = y${r} >= 0 && y${r} < AH && x${r} >= 0 && x${r} < AW;`
+      : `      let ty${r} = ay${r} - i32(kh);
+      let tx${r} = ax${r} - i32(kw);
+      let y${r} = ty${r} / ${o.stride};
+      let x${r} = tx${r} / ${o.stride};
+      let ok${r} = ty${r} >= 0 && tx${r} >= 0 && ty${r} % ${o.stride} == 0 && tx${r} % ${o.stride} == 0 && y${r} < AH && x${r} < AW;`;
+  };
+  // Reduction vec4s per loop iteration: a longer FMA chain per accumulator (see below) when C_a/4 allows.
+  const ku = ca4 % o.unroll === 0 ? o.unroll : 1;
+  // Weight rows past C_a (when C_a is not 4·n) are clamped; they meet A's zero padding.
+  const wRow = (u: number, kk: number) =>
+    ca % 4 === 0
+      ? `wrow + ${(4 * u + kk) * cb4p}u`
+      : `(tap + min((c4 + ${u}u) * 4u + ${kk}u, ${ca - 1}u)) * CB4P`;
+  const inner: string[] = [];
+  for (let u = 0; u < ku; u++) {
+    for (let r = 0; r < rows; r++) {
+      inner.push(`let a${r}_${u} = select(vec4<f32>(0.0), A[o${r} + c4 + ${u}u], ok${r});`);
+    }
+    for (let f = 0; f < o.tm; f++) {
+      inner.push(`let s${f}_${u} = subgroupBroadcast(a${f >> 3}_${u}, ${f & 7}u);`);
+    }
+    for (let kk = 0; kk < 4; kk++) {
+      for (let q = 0; q < q4; q++) inner.push(`let w${u}_${kk}_${q} = Wt[${wRow(u, kk)} + wq${q}];`);
+    }
+  }
+  // All reduction steps of one accumulator in a row: llvmpipe keeps few of them in registers (each is 8 lanes
+  // wide), so this loads and stores a spilled accumulator once per 4·ku FMAs instead of once per FMA.
+  for (let f = 0; f < o.tm; f++) {
+    for (let q = 0; q < q4; q++) {
+      let chain = `acc${f}_${q}`;
+      for (let u = 0; u < ku; u++) {
+        for (let kk = 0; kk < 4; kk++) {
+          chain = `fma(vec4<f32>(s${f}_${u}[${kk}]), w${u}_${kk}_${q}, ${chain})`;
+        }
+      }
+      inner.push(`acc${f}_${q} = ${chain};`);
+    }
+  }
+  const store = (f: number) => {
+    const body: string[] = [];
+    for (let j = 0; j < o.tn; j++) {
+      const ch = `cb0 + ${j}u`;
+      let value = `acc${f}_${j >> 2}[${j & 3}]`;
+      if (o.bias) value += ` + bias[${ch}]`;
+      if (o.relu) value = `max(${value}, 0.0)`;
+      const index = fwd && o.layout === "tokens" ? `m * CB + ${ch}` : `(b * CB + ${ch}) * PLANE + p`;
+      if (!fwd && o.accumulate) value = `out[${index}] + ${value}`;
+      body.push(`      if (${ch} < CB) { out[${index}] = ${value}; }`);
+    }
+    return `  {
+    let m = m0 + ${f}u;
+    if (m < sizes.m) {
+      let b = m / PLANE;
+      let p = m - b * PLANE;
+${body.join("\n")}
+    }
+  }`;
+  };
+  return /* wgsl */ `
+${LINEAR_INDEX_WGSL(8)}
+${CONV_SIZES}
+@group(0) @binding(1) var<storage, read_write> out: array<f32>;
+@group(0) @binding(2) var<storage, read> A: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> Wt: array<vec4<f32>>;
+${o.bias ? "@group(0) @binding(4) var<storage, read> bias: array<f32>;" : ""}
+const K = ${o.kernel}u;
+const PAD = ${o.padding};
+const AH = ${ah};
+const AW = ${aw};
+const CA4 = ${ca4}u;
+const CB = ${cb}u;
+const CB4P = ${cb4p}u;
+const PLANE = ${plane}u;
+const PW = ${pw}u;
+@compute @workgroup_size(8)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(subgroup_invocation_id) lane: u32) {
+  // One subgroup per workgroup: the early return is uniform across it (subgroupBroadcast needs every lane).
+  let sg = linear_index(gid, nwg) / 8u;
+  let m0 = (sg / ${nb}u) * ${o.tm}u;
+  if (m0 >= sizes.m) { return; }
+  let cb0 = (sg % ${nb}u) * ${8 * o.tn}u + lane * ${o.tn}u;
+  // Weight vec4s past the padded row are clamped; their channels are never stored.
+${lines(q4, (q) => `  let wq${q} = min(cb0 / 4u + ${q}u, CB4P - 1u);`)}
+${lines(rows, setup)}
+${lines(o.tm, (f) => lines(q4, (q) => `  var acc${f}_${q} = vec4<f32>(0.0);`))}
+  for (var kh = 0u; kh < K; kh++) {
+    for (var kw = 0u; kw < K; kw++) {
+${
+    lines(rows, (r) =>
+      `${source(r)}
+      let o${r} = select(0u, (abase${r} + u32(y${r}) * u32(AW) + u32(x${r})) * CA4, ok${r});`)
+  }
+      let tap = (kh * K + kw) * ${ca}u;
+      for (var c4 = 0u; c4 < CA4; c4 += ${ku}u) {
+        let wrow = (tap + c4 * 4u) * CB4P;
+        ${inner.join("\n        ")}
+      }
+    }
+  }
+${range(o.tm).map(store).join("\n")}
 }
 `;
 }

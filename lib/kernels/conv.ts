@@ -20,7 +20,10 @@ import {
   conv2dForwardNaiveWgsl,
   conv2dForwardSubgroupWgsl,
   conv2dForwardWgsl,
+  conv2dGemmSubgroupWgsl,
   CONV_WORKGROUP,
+  convChannelsLastInvocations,
+  convChannelsLastWgsl,
   type ConvDims,
   type ConvLayout,
   convLayoutWgsl,
@@ -41,7 +44,7 @@ import { positiveInt } from "./_check.ts";
 export type { ConvLayout } from "../../shaders/conv.ts";
 
 /** Kernel variants of the conv2d family. */
-export type ConvVariant = "subgroup" | "blocked" | "naive";
+export type ConvVariant = "subgroupGemm" | "subgroup" | "blocked" | "naive";
 
 /** Sizes of one conv2d layer. */
 export interface Conv2dOptions {
@@ -57,12 +60,19 @@ export interface Conv2dOptions {
   /** Layout of y (forward) and of dy (backward); default "nchw". */
   outLayout?: ConvLayout;
   /**
-   * Kernel choice for the forward and backward-data: "subgroup" (the default where subgroups of width 8 exist:
-   * Vulkan lavapipe), "blocked" (register-blocked, every adapter; the default elsewhere) or "naive" (one output
-   * per invocation, for comparison). The weight gradient's "subgroup" variant needs C_out = 4·n and ≥ 8
-   * (input channel, tap-row) blocks (not the 1-channel first layer); otherwise it runs the blocked kernel.
+   * Kernel choice for the forward and backward-data where subgroups of width 8 exist (Vulkan lavapipe):
+   * "subgroupGemm" (implicit GEMM over a channels-last copy of x or dy; the default when the pass reduces over
+   * ≥ 8 channels) or "subgroup" (the default below that: the first layer); on every adapter "blocked"
+   * (register-blocked; the default without subgroups) or "naive" (one output per invocation, for comparison).
+   * The weight gradient runs its "subgroup" kernel for both subgroup variants; that kernel needs C_out = 4·n and
+   * ≥ 8 (input channel, tap-row) blocks (not the 1-channel first layer); otherwise it runs the blocked kernel.
    */
   variant?: ConvVariant;
+  /**
+   * Tile of the "subgroupGemm" variant (for benchmarks): pixels per subgroup (8·n), output channels per lane
+   * (4·n) and reduction vec4s per inner-loop iteration; default {@link GEMM_TILE}.
+   */
+  gemmTile?: { pixels: number; channels: number; unroll: number };
 }
 
 /** Options of the conv2d forward. */
@@ -74,6 +84,11 @@ export interface Conv2dForwardOptions extends Conv2dOptions {
    * omitted the wrapper creates one (once, while the plan is recorded).
    */
   weightScratch?: Tensor;
+  /**
+   * For the "subgroupGemm" variant: a buffer of ≥ {@link convChannelsLastSize}(B, C_in, H·W) elements that
+   * receives x channels-last; created when omitted.
+   */
+  inputScratch?: Tensor;
 }
 
 /** Options of the conv2d backwards. */
@@ -86,6 +101,11 @@ export interface Conv2dBackwardOptions extends Conv2dOptions {
 export interface Conv2dBackwardDataOptions extends Conv2dBackwardOptions {
   /** As {@link Conv2dForwardOptions.weightScratch} (a separate buffer: the layouts differ). */
   weightScratch?: Tensor;
+  /**
+   * For the "subgroupGemm" variant: a buffer of ≥ {@link convChannelsLastSize}(B, C_out, OH·OW) elements that
+   * receives dy channels-last (not needed, and not used, when dy is tokens with C_out = 4·n); created when omitted.
+   */
+  dyScratch?: Tensor;
 }
 
 /** Options of the weight gradient, whose pixel reduction may be split for parallelism. */
@@ -149,15 +169,105 @@ const PIXEL_BLOCK = 8;
 /** Pixels per lane of the subgroup variants (× 32 channels; 4 measured faster than 2). */
 const SUBGROUP_PIXELS = 4;
 
-/** The variant used when the caller names none, or validates a named one against the adapter. */
-function chooseVariant(kernel: string, plan: Plan, wanted: ConvVariant | undefined): ConvVariant {
+/**
+ * Reduction channels (C_in for the forward, C_out for backward-data) from which the implicit-GEMM variant is the
+ * default: it pads them to whole vec4s, so 1 or 3 channels waste 3/4 or 1/4 of its work and it lost to "subgroup"
+ * there (CCT conv1 1→64: 90 vs 35 ms; 3→256 k3: 482 vs 381 ms); from 8 channels on it won (8→64: 16 vs 22 ms,
+ * conv2 64→128: ≈ 1.6×).
+ */
+const GEMM_MIN_REDUCTION = 8;
+
+/**
+ * The variant used when the caller names none (given the reduction channels of the pass), or validates a named
+ * one against the adapter.
+ */
+function chooseVariant(
+  kernel: string,
+  plan: Plan,
+  wanted: ConvVariant | undefined,
+  reduction = 0,
+): ConvVariant {
   const subgroups = plan.gpu.hasSubgroups && plan.gpu.subgroupSize === 8;
-  if (wanted === "subgroup" && !subgroups) {
+  if ((wanted === "subgroup" || wanted === "subgroupGemm") && !subgroups) {
     throw new RangeError(
       `${kernel}: the subgroup variant needs subgroups of width 8 (this adapter has none)`,
     );
   }
-  return wanted ?? (subgroups ? "subgroup" : "blocked");
+  if (wanted) return wanted;
+  if (!subgroups) return "blocked";
+  return reduction >= GEMM_MIN_REDUCTION ? "subgroupGemm" : "subgroup";
+}
+
+/**
+ * Default tile of the implicit-GEMM variant: pixels per subgroup (shared by broadcast) × output channels per lane
+ * (a subgroup: 8× this). Measured side by side on CCT conv2 (64→128 k3 14×14, batch 128), forward / data ms:
+ * 48×4 and 24×8 best (≈ 150 / 146 next to "subgroup" 242 / 240), 32×4 157 / 156, 64×4 155 / 158, 16×8 171 / 176;
+ * unroll 2 was ≈ 20% slower (more live values to spill).
+ */
+export const GEMM_TILE = { pixels: 48, channels: 4, unroll: 1 };
+
+function gemmTile(o: Conv2dOptions): { pixels: number; channels: number; unroll: number } {
+  const t = o.gemmTile ?? GEMM_TILE;
+  if (t.pixels % 8 !== 0 || t.channels % 4 !== 0 || t.pixels < 8 || t.channels < 4) {
+    throw new RangeError(`gemmTile ${t.pixels}×${t.channels}: pixels must be 8·n, channels 4·n`);
+  }
+  return t;
+}
+
+/** Workgroups (one subgroup each) of the implicit-GEMM variant for `m` pixels × `channels` outputs. */
+function gemmGroups(
+  m: number,
+  channels: number,
+  t: { pixels: number; channels: number },
+): [number, number, number] {
+  const blocks = Math.ceil(channels / (8 * t.channels)) * Math.ceil(m / t.pixels);
+  return grid1d(blocks * 8, 8);
+}
+
+/** Elements of the channels-last copy the implicit-GEMM variant reads: B·H·W·⌈C/4⌉·4. */
+export function convChannelsLastSize(batch: number, channels: number, pixels: number): number {
+  return batch * pixels * Math.ceil(channels / 4) * 4;
+}
+
+/**
+ * `t` ([B, C, pixels] NCHW or [B, pixels, C] tokens) as channels-last vec4s for the implicit-GEMM variant: a
+ * tokens tensor with C = 4·n is used as it is, anything else is copied into `scratch` (created when not given).
+ */
+function channelsLast(
+  plan: Plan,
+  name: string,
+  t: Tensor,
+  channels: number,
+  batch: number,
+  pixels: number,
+  layout: ConvLayout,
+  scratch: Tensor | undefined,
+): Tensor {
+  if (layout === "tokens" && channels % 4 === 0) return t;
+  const need = convChannelsLastSize(batch, channels, pixels);
+  const out = scratch ?? createTensor(plan.gpu, [need], `${name}:channelsLast`);
+  if (out.size < need) throw new TypeError(`${name}: ${out.label} has ${out.size} elements, needs ${need}`);
+  channelsLastDispatch(plan, `${name}:channelsLast`, out, t, channels, batch, pixels, layout === "tokens");
+  return out;
+}
+
+function channelsLastDispatch(
+  plan: Plan,
+  name: string,
+  out: Tensor,
+  t: Tensor,
+  channels: number,
+  batch: number,
+  pixels: number,
+  fromTokens: boolean,
+): void {
+  const n = convChannelsLastInvocations(batch, channels, pixels, fromTokens);
+  plan.dispatch(
+    name,
+    convChannelsLastWgsl({ c: channels, hw: pixels, fromTokens }),
+    [{ uniform: convSizes({ m: n }) }, out, t],
+    grid1d(n, CONV_WORKGROUP),
+  );
 }
 
 /** Channels per invocation: 16 (four vec4s) when there are that many, else the fewest whole vec4s. */
@@ -286,7 +396,7 @@ export function conv2dForward(
     layout: g.layout,
   };
   const bindings = bias ? [y, x, w, bias] : [y, x, w];
-  const variant = chooseVariant("conv2dForward", plan, o.variant);
+  const variant = chooseVariant("conv2dForward", plan, o.variant, g.cin);
   if (variant === "naive") {
     plan.dispatch(
       "conv2dForwardNaive",
@@ -297,6 +407,24 @@ export function conv2dForward(
     return;
   }
   const wt = transposedWeight(plan, "conv2dForward", w, g, o, false, o.weightScratch);
+  if (variant === "subgroupGemm") {
+    const tile = gemmTile(o);
+    const a = channelsLast(plan, "conv2dForward", x, g.cin, g.b, g.h * g.w, "nchw", o.inputScratch);
+    plan.dispatch(
+      "conv2dForwardGemmSubgroup",
+      conv2dGemmSubgroupWgsl({
+        ...shape,
+        pass: "forward",
+        accumulate: false,
+        tm: tile.pixels,
+        tn: tile.channels,
+        unroll: tile.unroll,
+      }),
+      [{ uniform: convSizes({ m }) }, y, a, wt, ...(bias ? [bias] : [])],
+      gemmGroups(m, g.cout, tile),
+    );
+    return;
+  }
   if (variant === "subgroup") {
     const blocks = Math.ceil(g.cout / 32), px = SUBGROUP_PIXELS;
     plan.dispatch(
@@ -338,7 +466,7 @@ export function conv2dBackwardData(
     layout: g.layout,
     accumulate: o.accumulate ?? false,
   };
-  const variant = chooseVariant("conv2dBackwardData", plan, o.variant);
+  const variant = chooseVariant("conv2dBackwardData", plan, o.variant, g.cout);
   if (variant === "naive") {
     plan.dispatch(
       "conv2dBackwardDataNaive",
@@ -349,6 +477,25 @@ export function conv2dBackwardData(
     return;
   }
   const wt = transposedWeight(plan, "conv2dBackwardData", w, g, o, true, o.weightScratch);
+  if (variant === "subgroupGemm") {
+    const tile = gemmTile(o);
+    const a = channelsLast(plan, "conv2dBackwardData", dy, g.cout, g.b, g.oh * g.ow, g.layout, o.dyScratch);
+    plan.dispatch(
+      "conv2dBackwardDataGemmSubgroup",
+      conv2dGemmSubgroupWgsl({
+        ...shape,
+        pass: "data",
+        relu: false,
+        bias: false,
+        tm: tile.pixels,
+        tn: tile.channels,
+        unroll: tile.unroll,
+      }),
+      [{ uniform: convSizes({ m }) }, dx, a, wt],
+      gemmGroups(m, g.cin, tile),
+    );
+    return;
+  }
   if (variant === "subgroup") {
     const blocks = Math.ceil(g.cin / 32), px = SUBGROUP_PIXELS;
     plan.dispatch(
@@ -386,8 +533,10 @@ interface WeightBlocking {
   m: number;
 }
 
-function weightBlocking(g: ConvGeometry, kernel: number, variant: ConvVariant): WeightBlocking {
+function weightBlocking(g: ConvGeometry, kernel: number, wanted: ConvVariant): WeightBlocking {
   const m = g.b * g.oh * g.ow;
+  // The implicit-GEMM variant covers the forward and backward-data; its weight gradient is the subgroup one.
+  const variant = wanted === "subgroupGemm" ? "subgroup" : wanted;
   if (variant === "subgroup") {
     const rows = Math.min(SUBGROUP_WEIGHT_ROWS, kernel);
     const rBlocks = g.cin * Math.ceil(kernel / rows);
@@ -484,8 +633,8 @@ export function conv2dBackwardWeights(
   if (layout === "nchw" && g.cout % 4 === 0 && relay) {
     dyRead = o.dyScratch ?? createTensor(plan.gpu, [dy.size], `${name}:dyTokens`);
     expectSize(name, dyRead, [dy.size]);
-    const map = { batch: g.b, channels: g.cout, height: g.oh, width: g.ow };
-    layoutChange(plan, `${name}:dyTokens`, dyRead, dy, map, true);
+    // C_out = 4·n: the channels-last copy is exactly the tokens layout (and ≈ 5× faster than layoutChange).
+    channelsLastDispatch(plan, `${name}:dyTokens`, dyRead, dy, g.cout, g.b, g.oh * g.ow, false);
     layout = "tokens";
   }
   const tiled = { ...geo, layout };

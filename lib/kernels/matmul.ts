@@ -22,8 +22,8 @@ export type { MatmulActivation } from "../../shaders/matmul.ts";
 
 /**
  * A kernel variant: `naive` (one output per invocation), `blocked<tm>x<tn>` (register-blocked, tm ∈ {4, 8, 16},
- * tn ∈ {4, 8, 16}) or `subgroup<tm>x<tn>` (subgroup-shared A fragments; needs `gpu.hasSubgroups` and a fixed
- * `gpu.subgroupSize` dividing tm).
+ * tn ∈ {4, 8, 16}) or `subgroup<tm>x<tn>` (subgroup-shared A fragments, tm ∈ {8, 16, 32}, tn ∈ {4, 8, 16};
+ * needs `gpu.hasSubgroups` and a fixed `gpu.subgroupSize` dividing tm).
  */
 export type MatmulVariant = "naive" | `blocked${number}x${number}` | `subgroup${number}x${number}`;
 
@@ -80,22 +80,23 @@ export interface MatmulOptions {
   /** Force a variant (tests, benchmarks); otherwise the tuned or default choice for the shape. */
   variant?: MatmulVariant;
   /**
-   * Split a long K into sequential dispatches of this many k that accumulate into C (only without bias,
+   * Split a long K into sequential dispatches of at most this many k that accumulate into C (only without bias,
    * activation, preActivation and geluGradOf). Each slice of A and B then stays in the CPU caches while every
-   * workgroup walks it: weight gradients over 32,768 rows ran 3–4× slower unsplit. Default
-   * {@link MATMUL_K_SPLIT} when k ≥ twice that; 0 disables.
+   * workgroup walks it: weight gradients over 32,768 rows ran 3–4× slower unsplit. The slices are of equal length
+   * (multiples of 4), so no short tail slice costs a dispatch of its own. Default {@link MATMUL_K_SPLIT} when
+   * k ≥ twice that; 0 disables.
    */
   kSplit?: number;
 }
 
-/** Default K slice of {@link MatmulOptions.kSplit}. */
+/** Default longest K slice of {@link MatmulOptions.kSplit}. */
 export const MATMUL_K_SPLIT = 2048;
 
 /** Variants worth timing on this device, best guesses first. */
 export function matmulCandidates(gpu: Gpu): MatmulVariant[] {
   const list: MatmulVariant[] = ["blocked8x8", "blocked4x8", "blocked8x4", "blocked4x4"];
   if (gpu.hasSubgroups && gpu.subgroupSize > 0 && 16 % gpu.subgroupSize === 0) {
-    list.unshift("subgroup16x8", "subgroup16x4");
+    list.unshift("subgroup32x8", "subgroup16x8", "subgroup16x4");
     if (8 % gpu.subgroupSize === 0) list.push("subgroup8x8");
   }
   return list;
@@ -118,7 +119,13 @@ export function chooseMatmulVariant(
 ): MatmulVariant {
   const tuned = lookupChoice(gpu, "matmul", matmulShapeClass(o));
   if (tuned) return tuned as MatmulVariant;
-  if (gpu.hasSubgroups && gpu.subgroupSize === 8 && o.m >= 16 && o.n >= 32) return "subgroup16x8";
+  if (gpu.hasSubgroups && gpu.subgroupSize === 8 && o.m >= 16 && o.n >= 32) {
+    // Lavapipe, by CPU time of the cct_2 linear layers (M = 6272 or K = 6272, N = 128/384): 32×8 beats 16×8 by
+    // 10–30% in every direction (forward, dx, transposed-A dW). Its pipelines compile about 2× longer (once; Mesa
+    // caches them on disk). Batched attention products keep 16×8: not tuned here.
+    const batched = (o.batch?.dims ?? [1]).reduce((a, b) => a * b, 1) > 1;
+    return o.m >= 64 && !batched ? "subgroup32x8" : "subgroup16x8";
+  }
   if (o.m >= 8 && o.n >= 8) return "blocked8x8";
   return "blocked4x4";
 }
@@ -129,8 +136,10 @@ function parseVariant(gpu: Gpu, v: MatmulVariant): Pick<MatmulKernelSpec, "style
   if (!match) throw new RangeError(`matmul: unknown variant "${v}"`);
   const style = match[1] as "blocked" | "subgroup";
   const tm = Number(match[2]), tn = Number(match[3]);
-  if (![4, 8, 16].includes(tm) || ![4, 8, 16].includes(tn)) {
-    throw new RangeError(`matmul: variant "${v}" needs tm and tn in {4, 8, 16}`);
+  // The subgroup style also takes tm = 32: its A loads are shared, so taller tiles cut B loads per multiply-add.
+  const tms = style === "subgroup" ? [8, 16, 32] : [4, 8, 16];
+  if (!tms.includes(tm) || ![4, 8, 16].includes(tn)) {
+    throw new RangeError(`matmul: variant "${v}" needs tm in {${tms.join(", ")}} and tn in {4, 8, 16}`);
   }
   if (style === "subgroup" && !(gpu.hasSubgroups && gpu.subgroupSize > 0 && tm % gpu.subgroupSize === 0)) {
     throw new RangeError(
@@ -257,10 +266,12 @@ export function matmul(plan: Plan, c: Tensor, a: Tensor, b: Tensor, o: MatmulOpt
     if (!Number.isInteger(kSplit) || kSplit % 4 !== 0) {
       throw new RangeError(`matmul: kSplit ${kSplit} must be a positive multiple of 4`);
     }
-    for (let k0 = 0; k0 < k; k0 += kSplit) {
+    // Equal slices (multiples of 4 keep vec4 offsets aligned), e.g. 6272 = 4 × 1568 rather than 3 × 2048 + 128.
+    const slice = Math.ceil(k / Math.ceil(k / kSplit) / 4) * 4;
+    for (let k0 = 0; k0 < k; k0 += slice) {
       matmul(plan, c, a, b, {
         ...o,
-        k: Math.min(kSplit, k - k0),
+        k: Math.min(slice, k - k0),
         offA: offA + (transA ? k0 * lda : k0),
         offB: offB + (transB ? k0 : k0 * ldb),
         lda,

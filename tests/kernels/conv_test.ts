@@ -166,13 +166,14 @@ function inLayout(c: Conv2dOptions, nchw: Float64Array): Float64Array {
   return c.outLayout === "tokens" ? ref.nchwToTokens(nchw, c.batch, c.outChannels) : nchw;
 }
 
-for (const variant of ["subgroup", "blocked", "naive"] as const) {
-  const refused = variant === "subgroup" ? " (or, without subgroups of width 8, are refused)" : "";
+for (const variant of ["subgroupGemm", "subgroup", "blocked", "naive"] as const) {
+  const needsSubgroups = variant.startsWith("subgroup");
+  const refused = needsSubgroups ? " (or, without subgroups of width 8, are refused)" : "";
   for (const [i, c] of convCases.entries()) {
     Deno.test(`conv2d ${variant} forward and backward match the reference for ${c.title}${refused}`, async () => {
       const gpu = await testGpu();
       const o = { ...c, variant };
-      if (variant === "subgroup" && !(gpu.hasSubgroups && gpu.subgroupSize === 8)) {
+      if (needsSubgroups && !(gpu.hasSubgroups && gpu.subgroupSize === 8)) {
         const plan = new Plan(gpu, "refused");
         const x = poisoned(gpu, [c.batch, c.inChannels, c.height, c.width], "x");
         const w = poisoned(gpu, [c.outChannels, c.inChannels, c.kernel, c.kernel], "w");
@@ -215,6 +216,62 @@ for (const variant of ["subgroup", "blocked", "naive"] as const) {
     });
   }
 }
+
+Deno.test(
+  "the subgroupGemm conv2d with other tiles (16 pixels × 8 channels per lane unrolled by 2, and 8 × 4) matches the reference (where subgroups exist)",
+  async () => {
+    const gpu = await testGpu();
+    if (!(gpu.hasSubgroups && gpu.subgroupSize === 8)) return;
+    // 16→20 channels: 4 reduction vec4s (unrolled by 2; dy's 5 are not), a partial channel block; 6→8 s2: 2
+    // vec4s, the second partial (clamped weight rows), and a tokens dy of 8 channels read without a copy.
+    const cases = [
+      { batch: 2, inChannels: 16, height: 7, width: 5, outChannels: 20, kernel: 3, stride: 1, padding: 1 },
+      {
+        batch: 1,
+        inChannels: 6,
+        height: 6,
+        width: 9,
+        outChannels: 8,
+        kernel: 3,
+        stride: 2,
+        padding: 1,
+        outLayout: "tokens" as const,
+      },
+    ];
+    for (const [i, c] of cases.entries()) {
+      for (
+        const gemmTile of [{ pixels: 16, channels: 8, unroll: 2 }, { pixels: 8, channels: 4, unroll: 1 }]
+      ) {
+        const o = { ...c, variant: "subgroupGemm" as const, gemmTile };
+        const { shape } = outDims(c);
+        const xShape = [c.batch, c.inChannels, c.height, c.width];
+        const wShape = [c.outChannels, c.inChannels, 3, 3];
+        const x = randn(xShape.reduce((a, b) => a * b), 900 + i),
+          w = randn(wShape.reduce((a, b) => a * b), 910 + i);
+        const bias = randn(c.outChannels, 920 + i), dyNchw = randn(shape.reduce((a, b) => a * b), 930 + i);
+        const dxBase = randn(x.length, 940 + i);
+        const y = poisoned(gpu, shape, "y"), dx = upload(gpu, dxBase, xShape, "dx");
+        const xt = upload(gpu, x, xShape, "x"), wt = upload(gpu, w, wShape, "w");
+        const bt = upload(gpu, bias, [c.outChannels], "bias"),
+          dyt = upload(gpu, inLayout(c, dyNchw), shape, "dy");
+        await runPlan(gpu, (plan) => {
+          conv2dForward(plan, y, xt, wt, bt, { ...o, relu: true });
+          conv2dBackwardData(plan, dx, dyt, wt, { ...o, accumulate: true });
+        });
+        const label = `${c.inChannels}→${c.outChannels} tile ${gemmTile.pixels}×${gemmTile.channels}`;
+        await expectTensor(
+          gpu,
+          `y (${label})`,
+          y,
+          inLayout(c, ref.relu(ref.conv2dForward(x, w, bias, c))),
+          TOL,
+        );
+        const dxRef = ref.conv2dBackwardData(dyNchw, w, c).map((v, j) => v + dxBase[j]);
+        await expectTensor(gpu, `dx accumulated (${label})`, dx, dxRef, TOL);
+      }
+    }
+  },
+);
 
 Deno.test("reference conv2d backward (data, weights, bias) matches finite differences", () => {
   const o = {

@@ -54,6 +54,8 @@ const CASES: Case[] = [
   { m: 37, n: 29, k: 13 },
   { m: 36, n: 20, k: 44 },
   { m: 21, n: 19, k: 37, padded: true },
+  // Several 32×64 tiles of subgroup32x8 in both directions, with partial tiles and a k tail.
+  { m: 70, n: 133, k: 22, padded: true },
 ];
 
 function layout(c: Case, transA: boolean, transB: boolean) {
@@ -125,6 +127,30 @@ Deno.test("matmul split along k into accumulating slices matches the reference f
   for (const j of jobs) await expectTensor(gpu, j.name, j.out, j.expected, TOL);
 });
 
+Deno.test("a weight gradient over a long K runs as equal k slices and matches the reference", async () => {
+  const gpu = await testGpu();
+  // K = 4100 ≥ 2·MATMUL_K_SPLIT takes the default split: 3 slices of 1368, 1368 and 1364 (no short tail slice).
+  const m = 13, n = 20, k = 4100;
+  const dy = randn(k * m, 41), x = randn(k * n, 42), base = randn(m * n, 43);
+  const out = upload(gpu, base, [m, n]);
+  const { Plan } = await import("../../lib/gpu/plan.ts");
+  const plan = new Plan(gpu, "k slices");
+  matmul(plan, out, upload(gpu, dy, [k, m]), upload(gpu, x, [k, n]), {
+    m,
+    n,
+    k,
+    transA: true,
+    accumulate: true,
+  });
+  const slices = plan.kernelNames.filter((name) => name.startsWith("matmul")).length;
+  await plan.run();
+  plan.destroy();
+  if (slices !== 3) throw new Error(`expected 3 k slices, got ${slices}`);
+  const expected = ref.matmul(base, dy, x, { m, n, k, transA: true, accumulate: true }).c;
+  // Sums of 4100 unit-normal products (|ref| ~ 64): rounding grows like √k·ε·|partial sums|.
+  await expectTensor(gpu, "dW += dyᵀ·x", out, expected, { atol: 5e-4, rtol: 1e-4 });
+});
+
 Deno.test("reference linearBackward matches finite differences", () => {
   const rows = 3, inF = 4, outF = 5;
   const x = randn(rows * inF, 1), w = randn(outF * inF, 2), b = randn(outF, 3), probe = randn(rows * outF, 4);
@@ -150,7 +176,7 @@ Deno.test("reference matmul with transB equals the reference linear layer", () =
   assertClose("x·Wᵀ + b", got.c, ref.linearForward(x, w, b, rows, inF, outF).y, { atol: 1e-14, rtol: 1e-14 });
 });
 
-for (const variant of ["blocked8x8", "blocked4x4", "subgroup16x8", "naive"] as const) {
+for (const variant of ["blocked8x8", "blocked4x4", "subgroup16x8", "subgroup32x8", "naive"] as const) {
   Deno.test(`${variant} epilogue applies alpha, bias, GELU and relu, writes the pre-activation and accumulates`, async (t) => {
     const gpu = await testGpu();
     if (!variantsOf(gpu).includes(variant)) {
