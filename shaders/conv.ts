@@ -1478,10 +1478,11 @@ const PW = ${pw}u;
 @compute @workgroup_size(8)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(subgroup_invocation_id) lane: u32) {
-  // One subgroup per workgroup: the early return is uniform across it (subgroupBroadcast needs every lane).
+  // No early return, even for whole subgroups past the end (grid padding): WGSL's uniformity analysis rejects
+  // a subgroupBroadcast after a return that depends on the invocation id (Tint does). Pixels are clamped for
+  // loads and masked for stores.
   let sg = linear_index(gid, nwg) / 8u;
   let m0 = (sg / ${nb}u) * ${o.tm}u;
-  if (m0 >= sizes.m) { return; }
   let cb0 = (sg % ${nb}u) * ${8 * o.tn}u + lane * ${o.tn}u;
   // Weight vec4s past the padded row are clamped; their channels are never stored.
 ${lines(q4, (q) => `  let wq${q} = min(cb0 / 4u + ${q}u, CB4P - 1u);`)}

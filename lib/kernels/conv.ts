@@ -104,6 +104,7 @@ export interface Conv2dBackwardDataOptions extends Conv2dBackwardOptions {
   /**
    * For the "subgroupGemm" variant: a buffer of ≥ {@link convChannelsLastSize}(B, C_out, OH·OW) elements that
    * receives dy channels-last (not needed, and not used, when dy is tokens with C_out = 4·n); created when omitted.
+   * Its size rounds C_out up to 4·n, so it may be larger than the weight gradient's own `dyScratch` (dy.size).
    */
   dyScratch?: Tensor;
 }
@@ -208,8 +209,14 @@ export const GEMM_TILE = { pixels: 48, channels: 4, unroll: 1 };
 
 function gemmTile(o: Conv2dOptions): { pixels: number; channels: number; unroll: number } {
   const t = o.gemmTile ?? GEMM_TILE;
-  if (t.pixels % 8 !== 0 || t.channels % 4 !== 0 || t.pixels < 8 || t.channels < 4) {
-    throw new RangeError(`gemmTile ${t.pixels}×${t.channels}: pixels must be 8·n, channels 4·n`);
+  if (
+    t.pixels % 8 !== 0 || t.channels % 4 !== 0 || t.pixels < 8 || t.channels < 4 ||
+    !Number.isInteger(t.unroll) ||
+    t.unroll < 1
+  ) {
+    throw new RangeError(
+      `gemmTile ${t.pixels}×${t.channels} unroll ${t.unroll}: pixels must be 8·n, channels 4·n, unroll a positive integer`,
+    );
   }
   return t;
 }

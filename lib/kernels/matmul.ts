@@ -83,7 +83,7 @@ export interface MatmulOptions {
    * Split a long K into sequential dispatches of at most this many k that accumulate into C (only without bias,
    * activation, preActivation and geluGradOf). Each slice of A and B then stays in the CPU caches while every
    * workgroup walks it: weight gradients over 32,768 rows ran 3–4× slower unsplit. The slices are of equal length
-   * (multiples of 4), so no short tail slice costs a dispatch of its own. Default {@link MATMUL_K_SPLIT} when
+   * (multiples of 4; the last may be shorter), so no short tail slice costs a dispatch of its own. Default {@link MATMUL_K_SPLIT} when
    * k ≥ twice that; 0 disables.
    */
   kSplit?: number;
@@ -91,6 +91,17 @@ export interface MatmulOptions {
 
 /** Default longest K slice of {@link MatmulOptions.kSplit}. */
 export const MATMUL_K_SPLIT = 2048;
+
+/**
+ * The k lengths of a split product: equal slices of at most `kSplit`, each a multiple of 4 (vec4 offsets stay
+ * aligned) except possibly the last, e.g. 6272 → 4 × 1568 rather than 3 × 2048 + 128.
+ */
+export function matmulKSlices(k: number, kSplit: number): number[] {
+  const slice = Math.ceil(k / Math.ceil(k / kSplit) / 4) * 4;
+  const out: number[] = [];
+  for (let k0 = 0; k0 < k; k0 += slice) out.push(Math.min(slice, k - k0));
+  return out;
+}
 
 /** Variants worth timing on this device, best guesses first. */
 export function matmulCandidates(gpu: Gpu): MatmulVariant[] {
@@ -266,12 +277,11 @@ export function matmul(plan: Plan, c: Tensor, a: Tensor, b: Tensor, o: MatmulOpt
     if (!Number.isInteger(kSplit) || kSplit % 4 !== 0) {
       throw new RangeError(`matmul: kSplit ${kSplit} must be a positive multiple of 4`);
     }
-    // Equal slices (multiples of 4 keep vec4 offsets aligned), e.g. 6272 = 4 × 1568 rather than 3 × 2048 + 128.
-    const slice = Math.ceil(k / Math.ceil(k / kSplit) / 4) * 4;
-    for (let k0 = 0; k0 < k; k0 += slice) {
+    let k0 = 0;
+    for (const slice of matmulKSlices(k, kSplit)) {
       matmul(plan, c, a, b, {
         ...o,
-        k: Math.min(slice, k - k0),
+        k: slice,
         offA: offA + (transA ? k0 * lda : k0),
         offB: offB + (transB ? k0 : k0 * ldb),
         lda,
@@ -282,6 +292,7 @@ export function matmul(plan: Plan, c: Tensor, a: Tensor, b: Tensor, o: MatmulOpt
         // The whole product's variant, not the one of a k slice.
         variant: o.variant ?? chooseMatmulVariant(gpu, { m, n, k, transA, transB, batch: o.batch }),
       });
+      k0 += slice;
     }
     return;
   }

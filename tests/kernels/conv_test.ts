@@ -218,10 +218,30 @@ for (const variant of ["subgroupGemm", "subgroup", "blocked", "naive"] as const)
 }
 
 Deno.test(
-  "the subgroupGemm conv2d with other tiles (16 pixels × 8 channels per lane unrolled by 2, and 8 × 4) matches the reference (where subgroups exist)",
+  "the subgroupGemm conv2d with other tiles (16 pixels × 8 channels per lane unrolled by 2, and 8 × 4) matches the reference (or, without subgroups of width 8, is refused)",
   async () => {
     const gpu = await testGpu();
-    if (!(gpu.hasSubgroups && gpu.subgroupSize === 8)) return;
+    if (!(gpu.hasSubgroups && gpu.subgroupSize === 8)) {
+      const c = {
+        batch: 1,
+        inChannels: 16,
+        height: 7,
+        width: 5,
+        outChannels: 20,
+        kernel: 3,
+        stride: 1,
+        padding: 1,
+      };
+      const x = poisoned(gpu, [1, 16, 7, 5], "x"), w = poisoned(gpu, [20, 16, 3, 3], "w");
+      const o = { ...c, variant: "subgroupGemm" as const, gemmTile: { pixels: 16, channels: 8, unroll: 2 } };
+      try {
+        conv2dForward(new Plan(gpu, "refused"), poisoned(gpu, outDims(c).shape), x, w, undefined, o);
+      } catch (e) {
+        if (e instanceof RangeError) return;
+        throw e;
+      }
+      throw new Error("the subgroupGemm variant was accepted on an adapter without subgroups of width 8");
+    }
     // 16→20 channels: 4 reduction vec4s (unrolled by 2; dy's 5 are not), a partial channel block; 6→8 s2: 2
     // vec4s, the second partial (clamped weight rows), and a tokens dy of 8 channels read without a copy.
     const cases = [

@@ -1,3 +1,4 @@
+import { deepStrictEqual as assertEquals } from "node:assert";
 import * as ref from "../reference/matmul.ts";
 import {
   chooseMatmulVariant,
@@ -5,7 +6,9 @@ import {
   linearBackward,
   linearForward,
   matmul,
+  MATMUL_K_SPLIT,
   matmulCandidates,
+  matmulKSlices,
   type MatmulOptions,
   matmulShapeClass,
   type MatmulVariant,
@@ -146,6 +149,9 @@ Deno.test("a weight gradient over a long K runs as equal k slices and matches th
   await plan.run();
   plan.destroy();
   if (slices !== 3) throw new Error(`expected 3 k slices, got ${slices}`);
+  assertEquals(matmulKSlices(k, MATMUL_K_SPLIT), [1368, 1368, 1364]);
+  assertEquals(matmulKSlices(6272, MATMUL_K_SPLIT), [1568, 1568, 1568, 1568]);
+  assertEquals(matmulKSlices(4097, 2048), [1368, 1368, 1361]);
   const expected = ref.matmul(base, dy, x, { m, n, k, transA: true, accumulate: true }).c;
   // Sums of 4100 unit-normal products (|ref| ~ 64): rounding grows like √k·ε·|partial sums|.
   await expectTensor(gpu, "dW += dyᵀ·x", out, expected, { atol: 5e-4, rtol: 1e-4 });
