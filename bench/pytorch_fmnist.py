@@ -71,6 +71,7 @@ def main(argv=None):
     p.add_argument("--no-flip", action="store_true")
     p.add_argument("--drop-path", type=float, default=0.1)
     p.add_argument("--attn-drop", type=float, default=0.1)
+    p.add_argument("--ema", type=float, default=0, help="also evaluate an EMA of the weights with this decay")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--data", default=FMNIST)
@@ -95,6 +96,9 @@ def main(argv=None):
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": a.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=a.lr, betas=(0.9, 0.999), eps=1e-8)
     loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=a.smoothing)
+    ema = build_model(cfg) if a.ema else None
+    if ema:
+        ema.load_state_dict(model.state_dict())
     xtr, ytr = load("train", a.data)
     xte, yte = load("test", a.data)
     norm = lambda x: (x.float() / 255 - MEAN) / STD  # noqa: E731
@@ -127,16 +131,28 @@ def main(argv=None):
             loss = loss_fn(out, y)
             loss.backward()
             opt.step()
+            if ema:
+                with torch.no_grad():
+                    for e, q in zip(ema.state_dict().values(), model.state_dict().values()):
+                        if e.dtype.is_floating_point:
+                            e.mul_(a.ema).add_(q, alpha=1 - a.ema)
+                        else:
+                            e.copy_(q)
             loss_sum += loss.item() * len(idx)
             correct += (out.argmax(1) == y).sum().item()
             seen += len(idx)
-        model.eval()
-        hits = 0
-        with torch.inference_mode():
-            for i in range(0, len(xte), 500):
-                hits += (model(norm(xte[i:i + 500])).argmax(1) == yte[i:i + 500]).sum().item()
+        def test_top1(m):
+            m.eval()
+            hits = 0
+            with torch.inference_mode():
+                for i in range(0, len(xte), 500):
+                    hits += (m(norm(xte[i:i + 500])).argmax(1) == yte[i:i + 500]).sum().item()
+            return hits / len(xte)
+
+        top1 = test_top1(model)
+        extra = {"emaTestTop1": test_top1(ema)} if ema else {}
         print(json.dumps({"epoch": epoch + 1, "trainLoss": round(loss_sum / max(seen, 1), 4),
-                          "trainTop1": round(correct / max(seen, 1), 4), "testTop1": hits / len(xte),
+                          "trainTop1": round(correct / max(seen, 1), 4), "testTop1": top1, **extra,
                           "minutes": round((time.time() - start) / 60, 2),
                           "recipe": {k: v for k, v in vars(a).items() if k not in ("data", "threads")}}),
               flush=True)
