@@ -111,6 +111,8 @@ run
   --resume FILE           continue a run from its last.state.safetensors
   --config FILE           JSON file of options (keys as above, camelCase or as flags); flags win
   --log-every N           steps between progress reports (default 20)
+  --eval-every N          evaluate the test split every N epochs and after the last (default 1; 0: only
+                          after the last), to spend a short run's time on training
   --tune                  time every matmul variant on this adapter for the model's shapes first and keep
                           the fastest (remembered in <output>/tune.json; costs a minute or so once)
   -h, --help              this help`;
@@ -147,6 +149,7 @@ const trainFlags = {
   resume: { type: "string" },
   config: { type: "string" },
   "log-every": { type: "string" },
+  "eval-every": { type: "string" },
   tune: { type: "boolean" },
   help: { type: "boolean", short: "h" },
 } as const;
@@ -230,6 +233,7 @@ function trainOptionsFrom(v: Values, base: Partial<TrainOptions>): Partial<Train
   set("reprob", num(v, "reprob", { min: 0, max: 1 }));
   set("seed", num(v, "seed", { min: 0, max: 2 ** 32 - 1, integer: true }));
   set("logEvery", num(v, "log-every", { min: 1, integer: true }));
+  set("evalEvery", num(v, "eval-every", { min: 0, integer: true }));
   return o;
 }
 
@@ -307,13 +311,14 @@ async function train(args: string[]): Promise<number> {
     },
     async onEpoch(s, t) {
       if (terminal) Deno.stdout.writeSync(encoder.encode("\r\x1b[2K"));
-      const best = s.test.top1 >= t.state.bestTop1;
+      // bestTop1 already includes this epoch: a tie means this epoch set it.
+      const best = s.test !== undefined && s.test.top1 >= t.state.bestTop1;
       console.log(formatEpochSummary({ ...s, epochs: o.epochs + o.cooldownEpochs, best }));
       await log.logEpoch(s);
       await saveWeightsCheckpoint(output, "last", t);
       if (best) await saveWeightsCheckpoint(output, "best", t);
       await saveTrainingState(output, t);
-      await writeRunPlots(output, log.history, { classes: data.classes, confusion: s.test.confusion });
+      await writeRunPlots(output, log.history, { classes: data.classes, confusion: s.test?.confusion });
     },
   });
   if (saved) {
@@ -344,7 +349,7 @@ async function train(args: string[]): Promise<number> {
     throw e;
   }
   const minutes = (performance.now() - t0) / 60000;
-  if (last) {
+  if (last?.test) {
     console.log(
       `\nconfusion matrix (test, epoch ${last.epoch}):\n${
         confusionMatrixText(data.classes, last.test.confusion)

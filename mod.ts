@@ -24,7 +24,7 @@
  *   numClasses: data.classes.length,
  * });
  * const trainer = new Trainer(model, data, { epochs: 1 }, {
- *   onEpoch: (s) => console.log(`epoch ${s.epoch}: test top-1 ${s.test.top1}`),
+ *   onEpoch: (s) => console.log(`epoch ${s.epoch}: test top-1 ${s.test?.top1}`),
  * });
  * await trainer.run();
  * ```

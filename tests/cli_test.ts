@@ -96,11 +96,16 @@ Deno.test("train, eval, predict and resume work on an image folder", async () =>
       "--resume",
       join(out, "last.state.safetensors"),
       "--epochs",
-      "2",
+      "3",
+      "--eval-every",
+      "0",
       ...common,
     );
     assertEquals(resumed.code, 0, resumed.err);
-    if (!resumed.out.includes("resuming") || !resumed.out.includes("epoch 2/2")) throw new Error(resumed.out);
+    if (!resumed.out.includes("resuming")) throw new Error(resumed.out);
+    // --eval-every 0: only the last epoch is evaluated.
+    const summaries = resumed.out.split("\n").filter((line) => /^epoch \d\/3 train/.test(line));
+    assertEquals(summaries.map((line) => line.includes("| test ")), [false, true], resumed.out);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

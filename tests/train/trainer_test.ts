@@ -34,12 +34,55 @@ Deno.test("training a tiny CCT lowers the loss and beats chance by a wide margin
     assertEquals(trainer.state.globalStep, 4 * 32);
     const first = losses[0], final = losses[losses.length - 1];
     if (!(final < first - 0.6)) throw new Error(`loss went from ${first} to ${final}`);
+    const test = last.test;
+    if (!test) throw new Error("the last epoch was not evaluated");
     // 10 balanced classes: chance is 10%.
-    if (!(last.test.top1 > 0.45)) throw new Error(`test accuracy ${last.test.top1}`);
-    assertEquals(last.test.count, 512);
-    assertEquals(last.test.confusion.flat().reduce((a, b) => a + b, 0), 512);
+    if (!(test.top1 > 0.45)) throw new Error(`test accuracy ${test.top1}`);
+    assertEquals(test.count, 512);
+    assertEquals(test.confusion.flat().reduce((a, b) => a + b, 0), 512);
   } finally {
     trainer.destroy();
+    model.destroy();
+  }
+});
+
+Deno.test("evalEvery evaluates every n-th epoch and always the last, and best tracks evaluated epochs", async () => {
+  const data = createSynthetic({ seed: 3, trainSize: 256, testSize: 64, size: 16, channels: 1 });
+  for (const [evalEvery, expected] of [[2, [2, 4, 5]], [0, [5]], [1, [1, 2, 3, 4, 5]]] as const) {
+    const model = await tinyModel(data.classes.length);
+    const seen: { epoch: number; evaluated: boolean; best: number }[] = [];
+    const trainer = new Trainer(model, data, { ...options, epochs: 5, evalEvery }, {
+      onEpoch: (s, t) =>
+        void seen.push({ epoch: s.epoch, evaluated: s.test !== undefined, best: t.state.bestTop1 }),
+    });
+    try {
+      await trainer.run();
+      assertEquals(seen.map((s) => s.epoch), [1, 2, 3, 4, 5]);
+      assertEquals(
+        seen.filter((s) => s.evaluated).map((s) => s.epoch),
+        [...expected],
+        `evalEvery ${evalEvery}`,
+      );
+      // Before the first evaluation nothing has set the best accuracy.
+      assertEquals(seen[expected[0] - 2]?.best ?? 0, 0);
+      if (!(seen[expected[0] - 1].best > 0)) throw new Error(`best after epoch ${expected[0]} is 0`);
+    } finally {
+      trainer.destroy();
+      model.destroy();
+    }
+  }
+  const model = await tinyModel(data.classes.length);
+  try {
+    for (const evalEvery of [-1, 1.5]) {
+      let threw = false;
+      try {
+        new Trainer(model, data, { ...options, evalEvery }).destroy();
+      } catch (e) {
+        threw = e instanceof RangeError && /evalEvery/.test(e.message);
+      }
+      if (!threw) throw new Error(`evalEvery ${evalEvery} was accepted`);
+    }
+  } finally {
     model.destroy();
   }
 });
