@@ -39,6 +39,12 @@ export interface MatmulKernelSpec {
   accumulate: boolean;
   /** Subgroup width the `subgroup` style is written for. */
   subgroupSize: number;
+  /**
+   * C (and the pre-activation, GELU' source and bias) bound as vec4 and stored 4 columns at a time: needs n, ldc,
+   * C's offset and batch strides multiples of 4 (not for `naive`). On lavapipe every store is a per-lane scatter:
+   * scalar stores cost 20–30% of a K = 128 product.
+   */
+  vecC?: boolean;
 }
 
 /** Workgroup shape of the naive and blocked styles: 8×8 invocations. */
@@ -61,21 +67,26 @@ struct Params {
 
 /** Bindings: 0 params, 1 C, 2 A, 3 B, then (when enabled, in this order) bias, preActivation, geluGradOf. */
 function bindingsWgsl(s: MatmulKernelSpec): string {
+  const t = s.vecC ? "vec4<f32>" : "f32";
   const lines = [
     "@group(0) @binding(0) var<uniform> p: Params;",
-    "@group(0) @binding(1) var<storage, read_write> C: array<f32>;",
+    `@group(0) @binding(1) var<storage, read_write> C: array<${t}>;`,
     `@group(0) @binding(2) var<storage, read> A: array<${s.vecA ? "vec4<f32>" : "f32"}>;`,
     `@group(0) @binding(3) var<storage, read> B: array<${s.vecB ? "vec4<f32>" : "f32"}>;`,
   ];
   let next = 4;
-  if (s.bias) lines.push(`@group(0) @binding(${next++}) var<storage, read> bias: array<f32>;`);
-  if (s.preActivation) lines.push(`@group(0) @binding(${next++}) var<storage, read_write> P: array<f32>;`);
-  if (s.geluGrad) lines.push(`@group(0) @binding(${next++}) var<storage, read> G: array<f32>;`);
+  if (s.bias) lines.push(`@group(0) @binding(${next++}) var<storage, read> bias: array<${t}>;`);
+  if (s.preActivation) lines.push(`@group(0) @binding(${next++}) var<storage, read_write> P: array<${t}>;`);
+  if (s.geluGrad) lines.push(`@group(0) @binding(${next++}) var<storage, read> G: array<${t}>;`);
   return lines.join("\n");
 }
 
-/** The epilogue of one output element: scale, bias, GELU' factor, pre-activation, activation, (accumulating) store. */
+/**
+ * The epilogue of one output element (`store_c`), or with `vecC` of 4 adjacent ones (`store_c4`, col a multiple
+ * of 4): scale, bias, GELU' factor, pre-activation, activation, (accumulating) store.
+ */
 function epilogueWgsl(s: MatmulKernelSpec): string {
+  if (s.vecC) return epilogueVec4Wgsl(s);
   const act = s.activation === "relu"
     ? "v = max(v, 0.0);"
     : s.activation === "gelu"
@@ -92,6 +103,35 @@ fn store_c(row: u32, col: u32, c_off: u32, acc: f32) {
   let idx = c_off + row * p.ldc + col;
   var v = p.alpha * acc;
   ${s.bias ? "v = v + bias[col];" : ""}
+  ${geluGrad}
+  ${s.preActivation ? "P[idx] = v;" : ""}
+  ${act}
+  ${s.accumulate ? "C[idx] = C[idx] + v;" : "C[idx] = v;"}
+}
+`;
+}
+
+/** {@link epilogueWgsl} on vec4s: n is a multiple of 4, so 4 columns are all inside C or all outside. */
+function epilogueVec4Wgsl(s: MatmulKernelSpec): string {
+  const erf4 = "vec4<f32>(erf_f32(e.x), erf_f32(e.y), erf_f32(e.z), erf_f32(e.w))";
+  const act = s.activation === "relu"
+    ? "v = max(v, vec4<f32>(0.0));"
+    : s.activation === "gelu"
+    ? `let e = v * 0.70710678118654752;
+  v = 0.5 * v * (1.0 + ${erf4});`
+    : "";
+  const geluGrad = s.geluGrad
+    ? `let g = G[idx];
+  let e = g * 0.70710678118654752;
+  v = v * (0.5 * (1.0 + ${erf4}) + g * 0.39894228040143268 * exp(-0.5 * g * g));`
+    : "";
+  return /* wgsl */ `
+${s.activation === "gelu" || s.geluGrad ? ERF_WGSL : ""}
+fn store_c4(row: u32, col: u32, c_off: u32, acc: vec4<f32>) {
+  if (row >= p.m || col >= p.n) { return; }
+  let idx = (c_off + row * p.ldc + col) >> 2u;
+  var v = p.alpha * acc;
+  ${s.bias ? "v = v + bias[col >> 2u];" : ""}
   ${geluGrad}
   ${s.preActivation ? "P[idx] = v;" : ""}
   ${act}
@@ -252,8 +292,11 @@ function accumulatorsAndStores(s: MatmulKernelSpec): { decl: string; stores: str
   for (let i = 0; i < s.tm; i++) {
     for (let jv = 0; jv < s.tn / 4; jv++) {
       decl.push(`var acc${i}_${jv} = vec4<f32>(0.0);`);
-      for (let c = 0; c < 4; c++) {
-        stores.push(`store_c(m0 + ${i}u, n0 + ${4 * jv + c}u, c_off, acc${i}_${jv}.${COMPONENT[c]});`);
+      if (s.vecC) stores.push(`store_c4(m0 + ${i}u, n0 + ${4 * jv}u, c_off, acc${i}_${jv});`);
+      else {
+        for (let c = 0; c < 4; c++) {
+          stores.push(`store_c(m0 + ${i}u, n0 + ${4 * jv + c}u, c_off, acc${i}_${jv}.${COMPONENT[c]});`);
+        }
       }
     }
   }
@@ -271,6 +314,7 @@ export function matmulWgsl(s: MatmulKernelSpec): string {
 }
 
 function naiveWgsl(s: MatmulKernelSpec): string {
+  if (s.vecC) throw new RangeError("matmul: the naive style stores scalars (vecC unsupported)");
   const a = s.transA ? "a_off + kk * p.lda + row" : "a_off + row * p.lda + kk";
   const b = s.transB ? "b_off + col * p.ldb + kk" : "b_off + kk * p.ldb + col";
   return /* wgsl */ `

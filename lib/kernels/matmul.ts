@@ -304,6 +304,12 @@ export function matmul(plan: Plan, c: Tensor, a: Tensor, b: Tensor, o: MatmulOpt
     off % 4 === 0 && ld % 4 === 0 && strides.every((s) => s % 4 === 0);
   const bindA = shape.style !== "naive" && aligned(offA, lda, strideA) ? vec4Binding(a) : undefined;
   const bindB = shape.style !== "naive" && aligned(offB, ldb, strideB) ? vec4Binding(b) : undefined;
+  // vec4 stores: every row of C (and of the tensors laid out like it) starts at a multiple of 4, and n = 4·j so
+  // a vec4 of columns is all inside C or all outside.
+  const vecBinding = (t: Tensor | undefined) => t === undefined ? null : vec4Binding(t);
+  const outputs = [c, o.preActivation, o.geluGradOf, o.bias].map(vecBinding);
+  const vecC = shape.style !== "naive" && n % 4 === 0 && aligned(offC, ldc, strideC) &&
+    outputs.every((x) => x !== undefined);
   const spec: MatmulKernelSpec = {
     ...shape,
     transA,
@@ -316,6 +322,7 @@ export function matmul(plan: Plan, c: Tensor, a: Tensor, b: Tensor, o: MatmulOpt
     geluGrad: o.geluGradOf !== undefined,
     accumulate: o.accumulate ?? false,
     subgroupSize: shape.style === "subgroup" ? gpu.subgroupSize : 0,
+    vecC,
   };
   const [gx, gy] = matmulGroups(spec, m, n);
   if (gx > MAX_GROUPS_PER_DIM || gy > MAX_GROUPS_PER_DIM) {
@@ -344,12 +351,12 @@ export function matmul(plan: Plan, c: Tensor, a: Tensor, b: Tensor, o: MatmulOpt
         strideC[1],
       ],
     },
-    c,
+    vecC ? outputs[0]! : c,
     spec.vecA ? bindA! : a,
     spec.vecB ? bindB! : b,
-    ...(o.bias ? [o.bias] : []),
-    ...(o.preActivation ? [o.preActivation] : []),
-    ...(o.geluGradOf ? [o.geluGradOf] : []),
+    ...(o.bias ? [vecC ? outputs[3]! : o.bias] : []),
+    ...(o.preActivation ? [vecC ? outputs[1]! : o.preActivation] : []),
+    ...(o.geluGradOf ? [vecC ? outputs[2]! : o.geluGradOf] : []),
   ];
   plan.dispatch(`matmul:${variant}`, matmulWgsl(spec), bindings, [gx, gy, batches]);
 }

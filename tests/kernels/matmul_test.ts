@@ -59,6 +59,8 @@ const CASES: Case[] = [
   { m: 21, n: 19, k: 37, padded: true },
   // Several 32×64 tiles of subgroup32x8 in both directions, with partial tiles and a k tail.
   { m: 70, n: 133, k: 22, padded: true },
+  // n = 4·j with padded rows: the vec4-store epilogue, with partial tiles in both directions.
+  { m: 45, n: 76, k: 18, padded: true },
 ];
 
 function layout(c: Case, transA: boolean, transB: boolean) {
@@ -190,28 +192,51 @@ for (const variant of ["blocked8x8", "blocked4x4", "subgroup16x8", "subgroup32x8
       await t.step({ name: `${variant} is unavailable on this device`, ignore: true, fn: () => {} });
       return;
     }
-    const m = 19, n = 22, k = 9;
-    const a = randn(m * k, 1), b = randn(k * n, 2), bias = randn(n, 3), base = randn(m * n, 4);
-    const g = randn(m * n, 5, 2);
-    const at = upload(gpu, a, [m, k]), bt = upload(gpu, b, [k, n]), biasT = upload(gpu, bias, [n]);
-    const gelu = poisoned(gpu, [m, n]), pre = poisoned(gpu, [m, n]), relu = poisoned(gpu, [m, n]);
-    const acc = upload(gpu, base, [m, n]), dgelu = poisoned(gpu, [m, n]);
-    const o: MatmulOptions = { m, n, k, alpha: 0.37, variant };
-    await runPlan(gpu, (plan) => {
-      matmul(plan, gelu, at, bt, { ...o, bias: biasT, activation: "gelu", preActivation: pre });
-      matmul(plan, relu, at, bt, { ...o, bias: biasT, activation: "relu" });
-      matmul(plan, acc, at, bt, { ...o, accumulate: true });
-      matmul(plan, dgelu, at, bt, { ...o, geluGradOf: upload(gpu, g, [m, n]) });
-    });
-    const zero = new Float64Array(m * n);
-    const r0 = { m, n, k, alpha: 0.37 };
-    const r = ref.matmul(zero, a, b, { ...r0, bias, activation: "gelu" });
-    await expectTensor(gpu, "gelu", gelu, r.c, TOL);
-    await expectTensor(gpu, "preActivation", pre, r.pre, TOL);
-    await expectTensor(gpu, "relu", relu, ref.matmul(zero, a, b, { ...r0, bias, activation: "relu" }).c, TOL);
-    await expectTensor(gpu, "accumulate", acc, ref.matmul(base, a, b, { ...r0, accumulate: true }).c, TOL);
-    await expectTensor(gpu, "geluGradOf", dgelu, ref.matmul(zero, a, b, { ...r0, geluGradOf: g }).c, TOL);
+    // n = 22: scalar stores; n = 44: vec4 stores (not for naive), two column tiles of subgroup16x8.
+    for (const n of [22, 44]) await checkEpilogue(gpu, variant, n);
   });
+}
+
+async function checkEpilogue(gpu: Gpu, variant: MatmulVariant, n: number): Promise<void> {
+  const m = 19, k = 9;
+  const a = randn(m * k, 1), b = randn(k * n, 2), bias = randn(n, 3), base = randn(m * n, 4);
+  const g = randn(m * n, 5, 2);
+  const at = upload(gpu, a, [m, k]), bt = upload(gpu, b, [k, n]), biasT = upload(gpu, bias, [n]);
+  const gelu = poisoned(gpu, [m, n]), pre = poisoned(gpu, [m, n]), relu = poisoned(gpu, [m, n]);
+  const acc = upload(gpu, base, [m, n]), dgelu = poisoned(gpu, [m, n]);
+  const o: MatmulOptions = { m, n, k, alpha: 0.37, variant };
+  await runPlan(gpu, (plan) => {
+    matmul(plan, gelu, at, bt, { ...o, bias: biasT, activation: "gelu", preActivation: pre });
+    matmul(plan, relu, at, bt, { ...o, bias: biasT, activation: "relu" });
+    matmul(plan, acc, at, bt, { ...o, accumulate: true });
+    matmul(plan, dgelu, at, bt, { ...o, geluGradOf: upload(gpu, g, [m, n]) });
+  });
+  const zero = new Float64Array(m * n);
+  const r0 = { m, n, k, alpha: 0.37 };
+  const r = ref.matmul(zero, a, b, { ...r0, bias, activation: "gelu" });
+  await expectTensor(gpu, `gelu (n {n})`, gelu, r.c, TOL);
+  await expectTensor(gpu, `preActivation (n {n})`, pre, r.pre, TOL);
+  await expectTensor(
+    gpu,
+    `relu (n {n})`,
+    relu,
+    ref.matmul(zero, a, b, { ...r0, bias, activation: "relu" }).c,
+    TOL,
+  );
+  await expectTensor(
+    gpu,
+    `accumulate (n {n})`,
+    acc,
+    ref.matmul(base, a, b, { ...r0, accumulate: true }).c,
+    TOL,
+  );
+  await expectTensor(
+    gpu,
+    `geluGradOf (n {n})`,
+    dgelu,
+    ref.matmul(zero, a, b, { ...r0, geluGradOf: g }).c,
+    TOL,
+  );
 }
 
 /**
