@@ -3,8 +3,9 @@
  * pool → 14×14, conv2 64→128 k3 14×14, pool → 7×7 = 49 tokens), CCT-7/3x1 on 3×32×32 (conv 3→256 k3, pool →
  * 16×16 = 256 tokens) and the ViT/CVT patch embedding 3×32×32 P4 → 64 tokens of d 256. Each case has a naive
  * plan (one output per invocation) for comparison, and on adapters with subgroups each conv case also times the
- * blocked variant next to the default, and the forward and backward-data cases the "subgroup" and
- * "subgroupGemm" variants (the default picks one of them by the reduction's channel count).
+ * blocked variant next to the default, and every pass the "subgroup" and "subgroupGemm" variants (the default
+ * picks one of them by the reduction's channel count); the weight gradient also two other tiles of its
+ * implicit GEMM (`gemm 32×2 u2`, narrower, and `gemm row 64`, the stride-1 sliding-window kernel).
  *
  * Run: `deno run --allow-read=. --allow-env bench/conv_bench.ts [name filter] [--no-naive] [--batch=N] [--cpu]`.
  * `--cpu` also reports GFLOP per CPU-second of this process (llvmpipe's threads run in it), a figure that other
@@ -28,6 +29,7 @@ import {
   maxPool2dForward,
   type MaxPool2dOptions,
   type PoolVariant,
+  type WeightGemmTile,
 } from "../lib/kernels/conv.ts";
 
 /** A tensor of small pseudo-random values (content does not change the timing, but keeps numbers finite). */
@@ -85,9 +87,26 @@ function convCase(
       const variants: Record<string, Plan> | undefined = subgroups
         ? { blocked: record("blocked") }
         : undefined;
-      if (variants && pass !== "backward weights") {
+      if (variants) {
         variants.subgroup = record("subgroup");
         variants.subgroupGemm = record("subgroupGemm");
+      }
+      if (variants && pass === "backward weights") {
+        const tiles: Record<string, WeightGemmTile> = {
+          "gemm 32×2 u2": { channels: 32, columns: 2, unroll: 2 },
+          "gemm row 64": { channels: 64, columns: 1, unroll: 1, row: true },
+        };
+        for (const [label, weightTile] of Object.entries(tiles)) {
+          const plan = new Plan(gpu, `${title} ${pass} ${label}`);
+          conv2dBackwardWeights(plan, w, y, x, {
+            ...o,
+            variant: "subgroupGemm",
+            weightTile,
+            accumulate: true,
+          });
+          if (bias) conv2dBackwardBias(plan, bias, y, { ...o, accumulate: true });
+          variants[label] = plan;
+        }
       }
       return Promise.resolve({ plan: record(), naive: record("naive"), variants });
     },

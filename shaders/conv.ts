@@ -20,7 +20,11 @@
  *   were not faster (more spills); reading the operands from textures was ≈ 25% faster but a dispatch with
  *   textures broke later dispatches of the device on lavapipe (they stopped running), so it is not used;
  * - the weight gradient reads dy as vec4s in tokens layout (an NCHW dy of a deep layer is relaid first); its
- *   subgroup variant shares 8 lanes' dy vec4s by `subgroupBroadcast` (≈ 2× the blocked one);
+ *   subgroup variant shares 8 lanes' dy vec4s by `subgroupBroadcast` (≈ 2× the blocked one), and its
+ *   implicit-GEMM variant (dy and x channels-last, a subgroup owning 64 output channels × 16 (tap, 4 input
+ *   channels) columns) ≈ 1.5× that on CCT conv2: 4 vec4 loads per 128 FMAs. There the FMAs and accumulator spills
+ *   cost about as much as the loads (stubbing the loads out left ≈ 65% of the time), so larger tiles, longer FMA
+ *   chains and a sliding-window row kernel (each input loaded once for all k taps of a row) all measured the same;
  * - the pools work in row blocks: the forward loads each input once per block (as vec2/vec4 when W allows), the
  *   backward owns s × s stride cells and loads each candidate window's dy and argmax once (≈ 2–3× per element);
  * - all geometry is baked into each specialisation as constants (division by a constant vectorises, by a uniform
@@ -829,6 +833,299 @@ ${taps.map(([r, c]) => `    ${acc(r, c, q)} = fma(v${r}_${c}, d${q}, ${acc(r, c,
   }
   if (rb < BLOCKS) {
 ${store()}
+  }
+}
+`;
+}
+
+/**
+ * Implicit-GEMM subgroup weight gradient (Vulkan, subgroup width 8): dW[co, (tap, ci)] = Σ_pixels dy[pixel, co]·
+ * x[pixel ⊕ tap, ci] as a GEMM over the pixels, with dy in channels-last vec4s ([pixels, ⌈C_out/4⌉], the tokens
+ * layout when C_out = 4·n) and x channels-last ({@link convChannelsLastWgsl}). A subgroup owns 32·`dq` output
+ * channels × 8·`nc` columns, a column being one (tap, 4 input channels) pair, for one split of the pixels. Per
+ * pixel each lane loads `dq` dy vec4s (shared by `subgroupBroadcast`) and `nc` x vec4s (its own columns, one
+ * bounds test each) and does 32·dq·nc vec4 FMAs: 2 loads per 32 FMAs at dq = nc = 1 (the older subgroup kernel:
+ * 1 vec4 + 9 scalar gathers per 72). Accumulators are vec4s along input channels; `unroll` pixels per loop
+ * iteration give each accumulator a chain of that many FMAs in a row (llvmpipe spills accumulators; see
+ * {@link conv2dGemmSubgroupWgsl}). Deterministic: splits write `scratch[split]`, {@link convSplitReduceWgsl}
+ * folds them. Bindings: sizes (m = output pixels, splits, chunk), out (dw or scratch), dy, x (both channels-last
+ * vec4s).
+ */
+export function conv2dBackwardWeightsGemmSubgroupWgsl(
+  o: ConvShape & {
+    dims: ConvDims;
+    accumulate: boolean;
+    split: boolean;
+    dq: number;
+    nc: number;
+    unroll: number;
+  },
+): string {
+  for (const [name, v] of [["dq", o.dq], ["nc", o.nc], ["unroll", o.unroll]] as const) {
+    if (!Number.isInteger(v) || v < 1) throw new RangeError(`conv weight gemm: ${name} ${v} must be ≥ 1`);
+  }
+  const d = o.dims, k = o.kernel, kk = k * k;
+  const cout4 = Math.ceil(d.cout / 4), ci4 = Math.ceil(d.cin / 4);
+  const ncol = kk * ci4;
+  const coBlocks = Math.ceil(cout4 / (8 * o.dq)), colBlocks = Math.ceil(ncol / (8 * o.nc));
+  const u = o.unroll;
+  const pixel = (p: number) => {
+    const cols = lines(o.nc, (c) =>
+      `      let y${p}_${c} = iy${p} + kh${c};
+      let x${p}_${c} = ix${p} + kw${c};
+      let ok${p}_${c} = ${
+        o.padding === 0
+          ? "true"
+          : `y${p}_${c} >= 0 && y${p}_${c} < i32(H) && x${p}_${c} >= 0 && x${p}_${c} < i32(W)`
+      };
+      let xv${p}_${c} = select(vec4<f32>(0.0), X[select(0u, xb${p} + (u32(y${p}_${c}) * W + u32(x${p}_${c})) * CI4 + ci4_${c}, ok${p}_${c})], ok${p}_${c});`);
+    return `      let m${p} = m_start + i + ${p}u;
+      let mc${p} = min(m${p}, sizes.m - 1u);
+      let b${p} = mc${p} / PLANE;
+      let q${p} = mc${p} - b${p} * PLANE;
+      let oh${p} = q${p} / OW;
+      let iy${p} = i32(oh${p} * STRIDE) - PAD;
+      let ix${p} = i32((q${p} - oh${p} * OW) * STRIDE) - PAD;
+      let xb${p} = b${p} * ${d.h * d.w * ci4}u;
+      // Pixels past this split's end count zero (dy zero); the loop bound stays uniform.
+${
+      lines(o.dq, (q) =>
+        `      let dv${p}_${q} = select(vec4<f32>(0.0), DY[mc${p} * COUT4 + dqi${q}], m${p} < m_end);`)
+    }
+${cols}`;
+  };
+  // Accumulator (q, k, e, c): output channel (cob·8dq + 8q + k)·4 + e, column c of the lane. All `unroll`
+  // updates of one accumulator in a row; the dy broadcasts of one (q, k) are made just before their use.
+  const acc = (q: number, kk8: number, e: number, c: number) => `a${q}_${kk8}_${e}_${c}`;
+  const inner: string[] = [];
+  for (let q = 0; q < o.dq; q++) {
+    for (let b = 0; b < 8; b++) {
+      for (let p = 0; p < u; p++) inner.push(`let s${p}_${q}_${b} = subgroupBroadcast(dv${p}_${q}, ${b}u);`);
+      for (let e = 0; e < 4; e++) {
+        for (let c = 0; c < o.nc; c++) {
+          let chain = acc(q, b, e, c);
+          for (let p = 0; p < u; p++) chain = `fma(vec4<f32>(s${p}_${q}_${b}[${e}]), xv${p}_${c}, ${chain})`;
+          inner.push(`${acc(q, b, e, c)} = ${chain};`);
+        }
+      }
+    }
+  }
+  const decl: string[] = [];
+  for (let q = 0; q < o.dq; q++) {
+    for (let b = 0; b < 8; b++) {
+      for (let e = 0; e < 4; e++) {
+        for (let c = 0; c < o.nc; c++) decl.push(`  var ${acc(q, b, e, c)} = vec4<f32>(0.0);`);
+      }
+    }
+  }
+  const store: string[] = [];
+  for (let q = 0; q < o.dq; q++) {
+    for (let b = 0; b < 8; b++) {
+      for (let e = 0; e < 4; e++) {
+        const co = `co0 + ${(q * 8 + b) * 4 + e}u`;
+        const body: string[] = [];
+        for (let c = 0; c < o.nc; c++) {
+          for (let f = 0; f < 4; f++) {
+            const index = `${o.split ? "split * N + " : ""}(${co}) * ${d.cin * kk}u + base${c} + ${f * kk}u`;
+            const value = `${acc(q, b, e, c)}[${f}]`;
+            body.push(
+              `      if (cok${c} && ci4_${c} * 4u + ${f}u < CIN) { out[${index}] = ${
+                !o.split && o.accumulate ? `out[${index}] + ${value}` : value
+              }; }`,
+            );
+          }
+        }
+        store.push(`    if (${co} < COUT) {\n${body.join("\n")}\n    }`);
+      }
+    }
+  }
+  return /* wgsl */ `
+${LINEAR_INDEX_WGSL(8)}
+${CONV_SIZES}
+@group(0) @binding(1) var<storage, read_write> out: array<f32>;
+@group(0) @binding(2) var<storage, read> DY: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> X: array<vec4<f32>>;
+const K = ${k}u;
+const STRIDE = ${o.stride}u;
+const PAD = ${o.padding};
+const H = ${d.h}u;
+const W = ${d.w}u;
+const OW = ${d.ow}u;
+const PLANE = ${d.oh * d.ow}u;
+const CIN = ${d.cin}u;
+const CI4 = ${ci4}u;
+const COUT = ${d.cout}u;
+const COUT4 = ${cout4}u;
+const NCOL = ${ncol}u;
+const N = ${d.cout * d.cin * kk}u;
+@compute @workgroup_size(8)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(subgroup_invocation_id) lane: u32) {
+  // No early return (WGSL uniformity: subgroupBroadcast follows): subgroups past the last split (grid padding)
+  // compute on a clamped one and store nothing.
+  let sg = linear_index(gid, nwg) / 8u;
+  let split = sg / ${coBlocks * colBlocks}u;
+  let live = split < sizes.splits;
+  let sp = min(split, sizes.splits - 1u);
+  let rest = sg % ${coBlocks * colBlocks}u;
+  // Neighbouring subgroups share the output-channel block (and hence their dy loads).
+  let cob = rest / ${colBlocks}u;
+  let lb = rest % ${colBlocks}u;
+  let co0 = cob * ${32 * o.dq}u;
+  // dy vec4s past C_out are clamped: their channels are never stored.
+${lines(o.dq, (q) => `  let dqi${q} = min(cob * ${8 * o.dq}u + ${8 * q}u + lane, COUT4 - 1u);`)}
+  // Column c of this lane: (tap, input-channel vec4), clamped past the last one (then not stored).
+${
+    lines(o.nc, (c) =>
+      `  let j${c} = lb * ${8 * o.nc}u + ${8 * c}u + lane;
+  let cok${c} = j${c} < NCOL && live;
+  let jc${c} = min(j${c}, NCOL - 1u);
+  let tap${c} = jc${c} / CI4;
+  let ci4_${c} = jc${c} - tap${c} * CI4;
+  let kh${c} = i32(tap${c} / K);
+  let kw${c} = i32(tap${c} % K);
+  let base${c} = ci4_${c} * ${4 * kk}u + tap${c};`)
+  }
+  let m_start = sp * sizes.chunk;
+  let m_end = min(sizes.m, m_start + sizes.chunk);
+${decl.join("\n")}
+  for (var i = 0u; i < sizes.chunk; i += ${u}u) {
+    {
+${range(u).map(pixel).join("\n")}
+      ${inner.join("\n      ")}
+    }
+  }
+  {
+${store.join("\n")}
+  }
+}
+`;
+}
+
+/**
+ * Stride-1 form of {@link conv2dBackwardWeightsGemmSubgroupWgsl} that loads each input once for all k taps of a
+ * row: a lane owns one (tap row kh, 4 input channels) pair and all k taps kw of it, and walks whole output rows
+ * keeping a sliding window of k input vec4s, so per pixel it loads one x vec4 (and `dq` dy vec4s, shared by
+ * `subgroupBroadcast`) for 32·dq·k vec4 FMAs. The reduction is split by output rows (B·OH of them):
+ * `sizes.m` counts rows and `sizes.chunk` rows per split. Bindings as the general kernel.
+ */
+export function conv2dBackwardWeightsRowGemmSubgroupWgsl(
+  o: ConvShape & { dims: ConvDims; accumulate: boolean; split: boolean; dq: number },
+): string {
+  if (o.stride !== 1) throw new RangeError(`conv weight row gemm: stride ${o.stride} is not 1`);
+  if (!Number.isInteger(o.dq) || o.dq < 1) {
+    throw new RangeError(`conv weight row gemm: dq ${o.dq} must be ≥ 1`);
+  }
+  const d = o.dims, k = o.kernel, kk = k * k;
+  const cout4 = Math.ceil(d.cout / 4), ci4 = Math.ceil(d.cin / 4);
+  const ncol = k * ci4;
+  const coBlocks = Math.ceil(cout4 / (8 * o.dq)), colBlocks = Math.ceil(ncol / 8);
+  const acc = (q: number, b: number, e: number, t: number) => `a${q}_${b}_${e}_${t}`;
+  const decl: string[] = [], inner: string[] = [], store: string[] = [];
+  for (let q = 0; q < o.dq; q++) {
+    for (let b = 0; b < 8; b++) {
+      inner.push(`let s${q}_${b} = subgroupBroadcast(dv${q}, ${b}u);`);
+      for (let e = 0; e < 4; e++) {
+        for (let t = 0; t < k; t++) {
+          decl.push(`  var ${acc(q, b, e, t)} = vec4<f32>(0.0);`);
+          inner.push(`${acc(q, b, e, t)} = fma(vec4<f32>(s${q}_${b}[${e}]), v${t}, ${acc(q, b, e, t)});`);
+        }
+        const co = `co0 + ${(q * 8 + b) * 4 + e}u`;
+        const body: string[] = [];
+        for (let t = 0; t < k; t++) {
+          for (let f = 0; f < 4; f++) {
+            const index = `${o.split ? "split * N + " : ""}(${co}) * ${d.cin * kk}u + base + ${f * kk + t}u`;
+            const value = `${acc(q, b, e, t)}[${f}]`;
+            body.push(
+              `      if (ci4 * 4u + ${f}u < CIN) { out[${index}] = ${
+                !o.split && o.accumulate ? `out[${index}] + ${value}` : value
+              }; }`,
+            );
+          }
+        }
+        store.push(`    if (${co} < COUT) {\n${body.join("\n")}\n    }`);
+      }
+    }
+  }
+  // Input column ix of the row, zero outside the image (or past this split's rows).
+  const load = (ix: string) =>
+    `select(vec4<f32>(0.0), X[select(0u, xrow + u32(${ix}) * CI4, ok && ${ix} >= 0 && ${ix} < i32(W))], ok && ${ix} >= 0 && ${ix} < i32(W))`;
+  return /* wgsl */ `
+${LINEAR_INDEX_WGSL(8)}
+${CONV_SIZES}
+@group(0) @binding(1) var<storage, read_write> out: array<f32>;
+@group(0) @binding(2) var<storage, read> DY: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> X: array<vec4<f32>>;
+const K = ${k}u;
+const PAD = ${o.padding};
+const H = ${d.h}u;
+const W = ${d.w}u;
+const OH = ${d.oh}u;
+const OW = ${d.ow}u;
+const CIN = ${d.cin}u;
+const CI4 = ${ci4}u;
+const COUT = ${d.cout}u;
+const COUT4 = ${cout4}u;
+const NCOL = ${ncol}u;
+const N = ${d.cout * d.cin * kk}u;
+@compute @workgroup_size(8)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(subgroup_invocation_id) lane: u32) {
+  // No early return (WGSL uniformity: subgroupBroadcast follows): subgroups past the last split (grid padding)
+  // compute on a clamped one and store nothing.
+  let sg = linear_index(gid, nwg) / 8u;
+  let split = sg / ${coBlocks * colBlocks}u;
+  let live = split < sizes.splits;
+  let sp = min(split, sizes.splits - 1u);
+  let rest = sg % ${coBlocks * colBlocks}u;
+  let cob = rest / ${colBlocks}u;
+  let lb = rest % ${colBlocks}u;
+  let co0 = cob * ${32 * o.dq}u;
+  // dy vec4s past C_out are clamped: their channels are never stored.
+${lines(o.dq, (q) => `  let dqi${q} = min(cob * ${8 * o.dq}u + ${8 * q}u + lane, COUT4 - 1u);`)}
+  // This lane's (tap row, input-channel vec4), clamped past the last one (then not stored).
+  let j = lb * 8u + lane;
+  let cok = j < NCOL && live;
+  let jc = min(j, NCOL - 1u);
+  let kh = jc / CI4;
+  let ci4 = jc - kh * CI4;
+  let base = ci4 * ${4 * kk}u + kh * K;
+  let r_start = sp * sizes.chunk;
+  let r_end = min(sizes.m, r_start + sizes.chunk);
+${decl.join("\n")}
+  for (var i = 0u; i < sizes.chunk; i++) {
+    // Output row r = (image, oh); rows past this split's end read zeros (the loop bound stays uniform).
+    let r = min(r_start + i, sizes.m - 1u);
+    let img = r / OH;
+    let iy = i32(r - img * OH) + i32(kh) - PAD;
+    let ok = r_start + i < r_end && iy >= 0 && iy < i32(H);
+    let xrow = (img * H + u32(select(0, iy, ok))) * W * CI4 + ci4;
+    let dyrow = r * OW * COUT4;
+    // Sliding window: w1 … w(k−1) hold input columns ow − PAD + 1 … of the previous pixel.
+${
+    lines(k - 1, (t) => {
+      // Columns left of the image (padding) are known zeros; the others exist when W ≥ k − 1.
+      const col = t - o.padding;
+      const v = col < 0 || col >= d.w
+        ? "vec4<f32>(0.0)"
+        : `select(vec4<f32>(0.0), X[xrow + ${col}u * CI4], ok)`;
+      return `    var w${t + 1} = ${v};`;
+    })
+  }
+    for (var ow = 0u; ow < OW; ow++) {
+${lines(k - 1, (t) => `      let v${t} = w${t + 1};`)}
+      let ix = i32(ow) + ${k - 1} - PAD;
+      let v${k - 1} = ${load("ix")};
+${lines(k - 1, (t) => `      w${t + 1} = v${t + 1};`)}
+${
+    lines(o.dq, (q) =>
+      `      let dv${q} = select(vec4<f32>(0.0), DY[dyrow + ow * COUT4 + dqi${q}], r_start + i < r_end);`)
+  }
+      ${inner.join("\n      ")}
+    }
+  }
+  if (cok) {
+${store.join("\n")}
   }
 }
 `;

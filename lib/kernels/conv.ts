@@ -14,7 +14,9 @@ import {
   conv2dBackwardDataNaiveWgsl,
   conv2dBackwardDataSubgroupWgsl,
   conv2dBackwardDataWgsl,
+  conv2dBackwardWeightsGemmSubgroupWgsl,
   conv2dBackwardWeightsNaiveWgsl,
+  conv2dBackwardWeightsRowGemmSubgroupWgsl,
   conv2dBackwardWeightsSubgroupWgsl,
   conv2dBackwardWeightsWgsl,
   conv2dForwardNaiveWgsl,
@@ -64,8 +66,9 @@ export interface Conv2dOptions {
    * "subgroupGemm" (implicit GEMM over a channels-last copy of x or dy; the default when the pass reduces over
    * ≥ 8 channels) or "subgroup" (the default below that: the first layer); on every adapter "blocked"
    * (register-blocked; the default without subgroups) or "naive" (one output per invocation, for comparison).
-   * The weight gradient runs its "subgroup" kernel for both subgroup variants; that kernel needs C_out = 4·n and
-   * ≥ 8 (input channel, tap-row) blocks (not the 1-channel first layer); otherwise it runs the blocked kernel.
+   * The weight gradient has its own implicit-GEMM kernel for "subgroupGemm" (the default with subgroups from
+   * {@link WEIGHT_GEMM_MIN_CHANNELS} input channels on); its "subgroup" kernel needs C_out = 4·n and ≥ 8 (input
+   * channel, tap-row) blocks (not the 1-channel first layer), otherwise it runs the blocked kernel.
    */
   variant?: ConvVariant;
   /**
@@ -97,6 +100,20 @@ export interface Conv2dBackwardOptions extends Conv2dOptions {
   accumulate?: boolean;
 }
 
+/**
+ * One channels-last copy of a conv's dy shared by its backward-data and weight gradient (see
+ * {@link prepareConvGradient}): the first of them that needs the copy records it, the other reuses it.
+ */
+export interface PreparedConvGradient {
+  readonly plan: Plan;
+  readonly dy: Tensor;
+  /** "B C_out OH·OW layout" of the conv it was made for. */
+  readonly key: string;
+  readonly scratch?: Tensor;
+  /** The copy, once recorded (or dy itself when it is tokens with C_out = 4·n). */
+  channelsLast?: Tensor;
+}
+
 /** Options of the conv2d backward-data. */
 export interface Conv2dBackwardDataOptions extends Conv2dBackwardOptions {
   /** As {@link Conv2dForwardOptions.weightScratch} (a separate buffer: the layouts differ). */
@@ -107,6 +124,8 @@ export interface Conv2dBackwardDataOptions extends Conv2dBackwardOptions {
    * Its size rounds C_out up to 4·n, so it may be larger than the weight gradient's own `dyScratch` (dy.size).
    */
   dyScratch?: Tensor;
+  /** dy's channels-last copy shared with the weight gradient ({@link prepareConvGradient}); `dyScratch` is then unused. */
+  preparedDy?: PreparedConvGradient;
 }
 
 /** Options of the weight gradient, whose pixel reduction may be split for parallelism. */
@@ -120,9 +139,38 @@ export interface Conv2dBackwardWeightsOptions extends Conv2dBackwardOptions {
   scratch?: Tensor;
   /**
    * For an NCHW dy with C_out a multiple of 4: a buffer of dy's size that first receives dy in tokens layout (so
-   * the kernel loads vec4s); created when omitted.
+   * the kernel loads vec4s); created when omitted. The "subgroupGemm" kernel needs ≥
+   * {@link convChannelsLastSize}(B, C_out, OH·OW) elements here (C_out rounded up to 4·n), and uses it also for a
+   * tokens dy whose C_out is not 4·n.
    */
   dyScratch?: Tensor;
+  /**
+   * For the "subgroupGemm" kernel: a buffer of ≥ {@link convChannelsLastSize}(B, C_in, H·W) elements that receives
+   * x channels-last; created when omitted.
+   */
+  inputScratch?: Tensor;
+  /**
+   * dy's channels-last copy shared with backward-data ({@link prepareConvGradient}); `dyScratch` is then unused.
+   * (Used where the kernel reads a relaid dy: "subgroupGemm", and an NCHW dy with C_out = 4·n otherwise.)
+   */
+  preparedDy?: PreparedConvGradient;
+  /**
+   * Tile of the "subgroupGemm" weight gradient (for benchmarks): output channels per subgroup (32·n), columns
+   * ((tap, 4 input channels) pairs) per lane and pixels per loop iteration; default {@link WEIGHT_GEMM_TILE}.
+   */
+  weightTile?: WeightGemmTile;
+}
+
+/** Tile of the implicit-GEMM weight gradient; see {@link Conv2dBackwardWeightsOptions.weightTile}. */
+export interface WeightGemmTile {
+  channels: number;
+  columns: number;
+  unroll: number;
+  /**
+   * Stride 1 only: the sliding-window kernel (a lane owns all k taps of a tap row and walks output rows, loading
+   * each input once); `columns` and `unroll` are then unused.
+   */
+  row?: boolean;
 }
 
 /** Sizes of one pooling layer (the pool's input is NCHW). */
@@ -256,6 +304,55 @@ function channelsLast(
   if (out.size < need) throw new TypeError(`${name}: ${out.label} has ${out.size} elements, needs ${need}`);
   channelsLastDispatch(plan, `${name}:channelsLast`, out, t, channels, batch, pixels, layout === "tokens");
   return out;
+}
+
+/**
+ * Prepares one channels-last copy of `dy` (the conv's output gradient, in `o.outLayout`) for both backwards of
+ * the conv in `plan`: pass the result as `preparedDy` to {@link conv2dBackwardData} and
+ * {@link conv2dBackwardWeights} (same plan, same dy, dy unchanged between them). Records nothing itself: the first
+ * backward that reads a relaid dy records the copy (into `scratch`, ≥ {@link convChannelsLastSize}(B, C_out,
+ * OH·OW) elements, created when omitted), the other reuses it, so a pass that needs no copy costs nothing.
+ */
+export function prepareConvGradient(
+  plan: Plan,
+  dy: Tensor,
+  o: Conv2dOptions,
+  scratch?: Tensor,
+): PreparedConvGradient {
+  const g = geometry("prepareConvGradient", o);
+  expectSize("prepareConvGradient", dy, outShape(g));
+  return { plan, dy, key: gradientKey(g), scratch };
+}
+
+function gradientKey(g: ConvGeometry): string {
+  return `${g.b} ${g.cout} ${g.oh * g.ow} ${g.layout}`;
+}
+
+/** dy channels-last: the prepared copy when given (recorded on first use), else {@link channelsLast}. */
+function dyChannelsLast(
+  plan: Plan,
+  name: string,
+  dy: Tensor,
+  g: ConvGeometry,
+  prepared: PreparedConvGradient | undefined,
+  scratch: Tensor | undefined,
+): Tensor {
+  const plane = g.oh * g.ow;
+  if (!prepared) return channelsLast(plan, name, dy, g.cout, g.b, plane, g.layout, scratch);
+  if (prepared.plan !== plan || prepared.dy !== dy || prepared.key !== gradientKey(g)) {
+    throw new TypeError(`${name}: preparedDy was made for another plan, dy tensor or conv shape`);
+  }
+  prepared.channelsLast ??= channelsLast(
+    plan,
+    "convGradient",
+    dy,
+    g.cout,
+    g.b,
+    plane,
+    g.layout,
+    prepared.scratch,
+  );
+  return prepared.channelsLast;
 }
 
 function channelsLastDispatch(
@@ -486,7 +583,7 @@ export function conv2dBackwardData(
   const wt = transposedWeight(plan, "conv2dBackwardData", w, g, o, true, o.weightScratch);
   if (variant === "subgroupGemm") {
     const tile = gemmTile(o);
-    const a = channelsLast(plan, "conv2dBackwardData", dy, g.cout, g.b, g.oh * g.ow, g.layout, o.dyScratch);
+    const a = dyChannelsLast(plan, "conv2dBackwardData", dy, g, o.preparedDy, o.dyScratch);
     plan.dispatch(
       "conv2dBackwardDataGemmSubgroup",
       conv2dGemmSubgroupWgsl({
@@ -526,6 +623,40 @@ export function conv2dBackwardData(
 /** Tap rows per lane of the subgroup weight gradient (3×3: all 3 rows, 9 taps × 32 channels per lane). */
 const SUBGROUP_WEIGHT_ROWS = 3;
 
+/**
+ * Input channels from which the implicit-GEMM weight gradient is the default where subgroups of width 8 exist.
+ * Below it the channels-last copies of dy and x cost more than the GEMM saves (measured at batch 128, loaded
+ * machine, ms total / main kernel: CCT conv1 1→64 28×28 45 / 28 vs blocked 37 / 35; CCT-7 conv 3→256 32×32
+ * 447 / 307 vs 368 / 367).
+ */
+export const WEIGHT_GEMM_MIN_CHANNELS = 8;
+
+/**
+ * Default tile of the implicit-GEMM weight gradient: 64 output channels per subgroup × two (tap, 4 input
+ * channels) columns per lane, one pixel per loop iteration (128 vec4 accumulators, ≈ 2 s to compile). Measured
+ * side by side on CCT conv2 (64→128 k3 14×14, batch 128, loaded machine, medians of 9 alternating runs, main
+ * kernel ms): "subgroup" 187; 64×2 u1 125, 64×2 u2 126, 64×3 u1 120 (6 s to compile), row 64 125, 64×1 u2 147,
+ * 32×2 u2 ≈ 137, 32×1 u4 ≈ 169; 256 accumulators (64×4, 128×2) 1.6–1.9× slower; every lane loading the dy vec4s
+ * at a uniform address instead of broadcasting them 2.2× slower.
+ */
+export const WEIGHT_GEMM_TILE: WeightGemmTile = { channels: 64, columns: 2, unroll: 1 };
+
+/** Whether the implicit-GEMM weight gradient runs its sliding-window row kernel. */
+function rowWeightKernel(tile: WeightGemmTile, stride: number): boolean {
+  return (tile.row ?? false) && stride === 1;
+}
+
+function weightGemmTile(o: Conv2dBackwardWeightsOptions): WeightGemmTile {
+  const t = o.weightTile ?? WEIGHT_GEMM_TILE;
+  const ok = (v: number) => Number.isInteger(v) && v >= 1;
+  if (t.channels % 32 !== 0 || !ok(t.channels) || !ok(t.columns) || !ok(t.unroll)) {
+    throw new RangeError(
+      `weightTile ${t.channels}×${t.columns} unroll ${t.unroll}: channels must be 32·n, columns and unroll positive integers`,
+    );
+  }
+  return t;
+}
+
 interface WeightBlocking {
   /** The kernel that runs: "subgroup" only where it applies (see {@link Conv2dOptions.variant}). */
   variant: ConvVariant;
@@ -540,10 +671,31 @@ interface WeightBlocking {
   m: number;
 }
 
-function weightBlocking(g: ConvGeometry, kernel: number, wanted: ConvVariant): WeightBlocking {
+function weightBlocking(
+  g: ConvGeometry,
+  kernel: number,
+  variant: ConvVariant,
+  tile: WeightGemmTile,
+  stride: number,
+): WeightBlocking {
   const m = g.b * g.oh * g.ow;
-  // The implicit-GEMM variant covers the forward and backward-data; its weight gradient is the subgroup one.
-  const variant = wanted === "subgroupGemm" ? "subgroup" : wanted;
+  if (variant === "subgroupGemm") {
+    const coBlocks = Math.ceil(Math.ceil(g.cout / 4) / (tile.channels / 4));
+    const row = rowWeightKernel(tile, stride);
+    const colBlocks = row
+      ? Math.ceil(kernel * Math.ceil(g.cin / 4) / 8)
+      : Math.ceil(kernel * kernel * Math.ceil(g.cin / 4) / (8 * tile.columns));
+    return {
+      variant,
+      co: tile.channels,
+      coBlocks,
+      rBlocks: colBlocks,
+      rows: kernel,
+      invocations: coBlocks * colBlocks * 8,
+      // The row kernel splits output rows.
+      m: row ? g.b * g.oh : m,
+    };
+  }
   if (variant === "subgroup") {
     const rows = Math.min(SUBGROUP_WEIGHT_ROWS, kernel);
     const rBlocks = g.cin * Math.ceil(kernel / rows);
@@ -571,39 +723,50 @@ function weightBlocking(g: ConvGeometry, kernel: number, wanted: ConvVariant): W
 }
 
 function weightSplits(k: WeightBlocking): number {
-  const want = Math.ceil(WEIGHT_TARGET_INVOCATIONS / k.invocations);
+  // The implicit-GEMM kernel runs one subgroup per workgroup; 256 of them measured as fast as 512 (less scratch).
+  const target = k.variant === "subgroupGemm" ? WEIGHT_TARGET_INVOCATIONS / 2 : WEIGHT_TARGET_INVOCATIONS;
+  const want = Math.ceil(target / k.invocations);
   return Math.max(1, Math.min(want, Math.floor(k.m / WEIGHT_MIN_CHUNK)));
 }
 
-/** The weight-gradient variant for `o` on `gpu`: `o.variant`, else subgroup where subgroups of width 8 exist. */
+/**
+ * The weight-gradient variant for `o` on `gpu`: `o.variant`, else where subgroups of width 8 exist
+ * "subgroupGemm" from {@link WEIGHT_GEMM_MIN_CHANNELS} input channels on and "subgroup" below, else "blocked".
+ */
 function weightVariant(o: Conv2dOptions, gpu: Gpu | undefined): ConvVariant {
-  return o.variant ?? (gpu?.hasSubgroups && gpu.subgroupSize === 8 ? "subgroup" : "blocked");
+  if (o.variant) return o.variant;
+  if (!(gpu?.hasSubgroups && gpu.subgroupSize === 8)) return "blocked";
+  return o.inChannels >= WEIGHT_GEMM_MIN_CHANNELS ? "subgroupGemm" : "subgroup";
 }
 
 /**
  * How many ways the weight gradient splits its pixel reduction by default (1: no split, no scratch), for the
  * variant `o.variant` or, when unset, the one the wrapper picks on `gpu` (blocked when no `gpu` is given).
  */
-export function conv2dWeightSplits(o: Conv2dOptions, gpu?: Gpu): number {
+export function conv2dWeightSplits(o: Conv2dBackwardWeightsOptions, gpu?: Gpu): number {
   const g = geometry("conv2dWeightSplits", o);
-  return weightSplits(weightBlocking(g, o.kernel, weightVariant(o, gpu)));
+  return weightSplits(weightBlocking(g, o.kernel, weightVariant(o, gpu), weightGemmTile(o), o.stride));
 }
 
 /**
  * Elements of the partial-sum buffer the weight gradient needs with `splits` (default: its own choice). Without
  * `o.variant` or `gpu`, the larger need of the blocked and subgroup variants (enough on any adapter).
  */
-export function conv2dWeightScratchSize(o: Conv2dOptions & { splits?: number }, gpu?: Gpu): number {
+export function conv2dWeightScratchSize(o: Conv2dBackwardWeightsOptions, gpu?: Gpu): number {
   const n = o.outChannels * o.inChannels * o.kernel * o.kernel;
-  const variants: ConvVariant[] = o.variant || gpu ? [weightVariant(o, gpu)] : ["blocked", "subgroup"];
+  const variants: ConvVariant[] = o.variant || gpu
+    ? [weightVariant(o, gpu)]
+    : ["blocked", "subgroup", "subgroupGemm"];
   const splits = o.splits ?? Math.max(...variants.map((variant) => conv2dWeightSplits({ ...o, variant })));
   return splits > 1 ? splits * n : 0;
 }
 
 /**
  * dw (+)= Σ over batch and pixels of dy ⊗ (the input patch), dw [C_out, C_in, k, k], dy in `outLayout`,
- * x [B, C_in, H, W]. Register-blocked; when the weight alone has too little parallelism (the first layer: 64×9
- * weights over 100k pixels) the reduction is split and a second dispatch folds the partial sums (deterministic).
+ * x [B, C_in, H, W]. Register-blocked, or with subgroups an implicit GEMM over channels-last copies of dy and x
+ * (from {@link WEIGHT_GEMM_MIN_CHANNELS} input channels); when the weight alone has too little parallelism (the
+ * first layer: 64×9 weights over 100k pixels) the reduction is split and a second dispatch folds the partial sums
+ * (deterministic).
  */
 export function conv2dBackwardWeights(
   plan: Plan,
@@ -618,7 +781,8 @@ export function conv2dBackwardWeights(
   expectSize(name, dy, outShape(g));
   expectSize(name, x, [g.b, g.cin, g.h, g.w]);
   const accumulate = o.accumulate ?? false;
-  const k = weightBlocking(g, o.kernel, chooseVariant(name, plan, o.variant));
+  chooseVariant(name, plan, o.variant);
+  const k = weightBlocking(g, o.kernel, weightVariant(o, plan.gpu), weightGemmTile(o), o.stride);
   const n = g.cout * g.cin * o.kernel * o.kernel;
   const dims = convDims(g, k.rBlocks, k.coBlocks);
   const geo = { kernel: o.kernel, stride: o.stride, padding: o.padding, layout: g.layout, dims };
@@ -633,15 +797,22 @@ export function conv2dBackwardWeights(
   }
   const splits = o.splits ?? weightSplits(k);
   positiveInt(name, "splits", splits);
+  if (k.variant === "subgroupGemm") {
+    weightsGemm(plan, dw, dy, x, o, g, k, splits);
+    return;
+  }
   // An NCHW dy is first laid out as tokens so the kernel loads it as vec4s: halves the loads of a deep layer
   // (the subgroup kernel reads only tokens).
   let dyRead = dy, layout = g.layout;
   const relay = k.variant === "subgroup" || g.cin * o.kernel * o.kernel >= RELAYOUT_MIN_REDUCTION;
   if (layout === "nchw" && g.cout % 4 === 0 && relay) {
-    dyRead = o.dyScratch ?? createTensor(plan.gpu, [dy.size], `${name}:dyTokens`);
-    expectSize(name, dyRead, [dy.size]);
     // C_out = 4·n: the channels-last copy is exactly the tokens layout (and ≈ 5× faster than layoutChange).
-    channelsLastDispatch(plan, `${name}:dyTokens`, dyRead, dy, g.cout, g.b, g.oh * g.ow, false);
+    if (o.preparedDy) dyRead = dyChannelsLast(plan, name, dy, g, o.preparedDy, undefined);
+    else {
+      dyRead = o.dyScratch ?? createTensor(plan.gpu, [dy.size], `${name}:dyTokens`);
+      expectSize(name, dyRead, [dy.size]);
+      channelsLastDispatch(plan, `${name}:dyTokens`, dyRead, dy, g.cout, g.b, g.oh * g.ow, false);
+    }
     layout = "tokens";
   }
   const tiled = { ...geo, layout };
@@ -666,6 +837,61 @@ export function conv2dBackwardWeights(
   plan.dispatch(
     `${name}:reduce`,
     convSplitReduceWgsl({ dims, kernel: o.kernel, accumulate }),
+    [{ uniform: sizes }, dw, scratch],
+    grid1d(n, CONV_WORKGROUP),
+  );
+}
+
+/** The implicit-GEMM weight gradient: channels-last copies of dy (unless usable as is) and x, then the GEMM. */
+function weightsGemm(
+  plan: Plan,
+  dw: Tensor,
+  dy: Tensor,
+  x: Tensor,
+  o: Conv2dBackwardWeightsOptions,
+  g: ConvGeometry,
+  k: WeightBlocking,
+  splits: number,
+): void {
+  const name = "conv2dBackwardWeights";
+  const tile = weightGemmTile(o);
+  const accumulate = o.accumulate ?? false;
+  const n = g.cout * g.cin * o.kernel * o.kernel;
+  const dyA = dyChannelsLast(plan, name, dy, g, o.preparedDy, o.dyScratch);
+  const xA = channelsLast(plan, `${name}:input`, x, g.cin, g.b, g.h * g.w, "nchw", o.inputScratch);
+  const chunk = Math.ceil(k.m / splits);
+  const sizes = convSizes({ m: k.m, splits, chunk });
+  const groups = grid1d(k.invocations * splits, 8);
+  const shape = { kernel: o.kernel, stride: o.stride, padding: o.padding, dims: convDims(g) };
+  const kernel = (split: boolean) =>
+    rowWeightKernel(tile, o.stride)
+      ? conv2dBackwardWeightsRowGemmSubgroupWgsl({
+        ...shape,
+        accumulate: accumulate && !split,
+        split,
+        dq: tile.channels / 32,
+      })
+      : conv2dBackwardWeightsGemmSubgroupWgsl({
+        ...shape,
+        accumulate: accumulate && !split,
+        split,
+        dq: tile.channels / 32,
+        nc: tile.columns,
+        unroll: tile.unroll,
+      });
+  if (splits === 1) {
+    plan.dispatch(`${name}GemmSubgroup`, kernel(false), [{ uniform: sizes }, dw, dyA, xA], groups);
+    return;
+  }
+  const need = splits * n;
+  const scratch = o.scratch ?? createTensor(plan.gpu, [need], `${name}:scratch`);
+  if (scratch.size < need) {
+    throw new TypeError(`${name}: scratch ${scratch.label} has ${scratch.size} elements, needs ${need}`);
+  }
+  plan.dispatch(`${name}GemmSubgroup:partial`, kernel(true), [{ uniform: sizes }, scratch, dyA, xA], groups);
+  plan.dispatch(
+    `${name}:reduce`,
+    convSplitReduceWgsl({ dims: convDims(g), kernel: o.kernel, accumulate }),
     [{ uniform: sizes }, dw, scratch],
     grid1d(n, CONV_WORKGROUP),
   );

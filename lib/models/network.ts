@@ -16,6 +16,7 @@ import {
   conv2dForward,
   maxPool2dBackward,
   maxPool2dForward,
+  prepareConvGradient,
 } from "../kernels/conv.ts";
 import {
   dropoutBackward,
@@ -595,10 +596,12 @@ export function recordBackward(plan: Plan, ctx: PassContext, grads: TensorTable)
       ...poolSizes(s, B, last),
       reluOutput: A.get(`conv${j}`),
     });
-    conv2dBackwardWeights(plan, dw, dconv, input, { ...conv, accumulate: true });
+    // One channels-last copy of dconv (made by whichever backward needs it first) serves both backwards.
+    const preparedDy = prepareConvGradient(plan, dconv, conv);
+    conv2dBackwardWeights(plan, dw, dconv, input, { ...conv, accumulate: true, preparedDy });
     if (j > 0) {
       dy = A.get(`dpool${j - 1}`);
-      conv2dBackwardData(plan, dy, dconv, w, conv);
+      conv2dBackwardData(plan, dy, dconv, w, { ...conv, preparedDy });
     }
   }
 }
