@@ -2,9 +2,13 @@
  * Attention and sequence-pooling benchmarks at the shapes of a training step: CCT-7/3x1 on 32×32 (N 256, d 256,
  * 4 heads) at batch 128 and 16, CCT-2/3x2 on 1×28×28 (N 49, d 128, 2 heads) at batch 128. FLOPs count the matrix
  * products only: forward 4·B·H·N²·hd (q·kᵀ and P·v), backward 8·B·H·N²·hd (dP, dv, dq, dk; δ from the forward
- * output). The main plan uses the subgroup kernels where the adapter has subgroups (Vulkan), the register-blocked
- * ones elsewhere. Run: `deno run --allow-read=. --allow-env bench/attention_bench.ts [name filter]`.
+ * output). The main plan uses the tall-tile subgroup kernels where the adapter has subgroups (Vulkan), the
+ * register-blocked ones elsewhere. Run: `deno run --allow-read=. --allow-env bench/attention_bench.ts [name filter]`,
+ * or `… --kernels [cct2|cct7] [rounds]` for per-kernel medians of the tall and 8-row subgroup kernels side by side
+ * (more blockings as JSON in the environment variable ATTENTION_VARIANTS, e.g.
+ * `{"p16":{"blocking":{"rows":8,"keys":8,"colVecs":2,"productRows":16,"scoreRows":32}}}`).
  */
+import process from "node:process";
 import { getGpu, type Gpu } from "../lib/gpu/device.ts";
 import { Plan, UniformBlock } from "../lib/gpu/plan.ts";
 import { createTensor, type Tensor, writeTensor } from "../lib/gpu/tensor.ts";
@@ -14,6 +18,7 @@ import {
   type AttentionOptions,
   BLOCKED,
   NAIVE,
+  SUBGROUP_NARROW,
 } from "../lib/kernels/attention.ts";
 import { seqPoolBackward, seqPoolForward } from "../lib/kernels/seqpool.ts";
 import { type BenchCase, rate, timePlan } from "./harness.ts";
@@ -97,6 +102,9 @@ function attentionCase(s: Shape, backward: boolean, naive: boolean): BenchCase {
         plan: attentionPlan(gpu, s, backward, { blocking: BLOCKED }),
         naive: naive ? attentionPlan(gpu, s, backward, { blocking: NAIVE }) : undefined,
         variants: {
+          "8-row subgroup kernels (previous default)": attentionPlan(gpu, s, backward, {
+            blocking: SUBGROUP_NARROW,
+          }),
           "register-blocked, no subgroups": attentionPlan(gpu, s, backward, {
             blocking: { ...BLOCKED, subgroup: false },
           }),
@@ -140,7 +148,65 @@ export const cases: BenchCase[] = [
   seqPoolCase(CCT7_128),
 ];
 
-if (import.meta.main) {
+/**
+ * Per-kernel comparison of blockings in one process: each round profiles every variant's forward+backward plan
+ * once (GPU timestamps per dispatch), alternating variants so machine load hits them alike; prints the median ms of
+ * each kernel per variant. `--kernels [shape] [rounds]`, shape `cct2` (default) or `cct7`.
+ */
+async function compareKernels(gpu: Gpu, shape: Shape, rounds: number): Promise<void> {
+  const variants: Record<string, Partial<AttentionOptions>> = {
+    "narrow (8-row subgroup)": { blocking: SUBGROUP_NARROW },
+    "tall (default)": { blocking: BLOCKED },
+    ...JSON.parse(Deno.env.get("ATTENTION_VARIANTS") ?? "{}"),
+  };
+  const plans = Object.entries(variants).map(([label, extra]) => {
+    const plan = attentionPlan(gpu, shape, true, { dropout: 0.1, ...extra });
+    return { label, plan, samples: new Map<string, number[]>() };
+  });
+  for (const p of plans) await p.plan.run(); // compile
+  for (let round = 0; round < rounds; round++) {
+    for (const p of plans) {
+      for (const { name, ms } of await p.plan.profile()) {
+        p.samples.set(name, [...(p.samples.get(name) ?? []), ms]);
+      }
+    }
+  }
+  const median = (v: number[]) => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)];
+  console.log(`${shape.label}, dropout 0.1, δ from out; median ms of ${rounds} rounds`);
+  const names = [...plans[0].samples.keys()];
+  console.log(["kernel".padEnd(28), ...plans.map((p) => p.label.padStart(26))].join(""));
+  const totals = plans.map(() => 0);
+  for (const name of names) {
+    const row = plans.map((p, i) => {
+      const ms = median(p.samples.get(name)!);
+      totals[i] += ms;
+      return ms.toFixed(2).padStart(26);
+    });
+    console.log([name.padEnd(28), ...row].join(""));
+  }
+  console.log(["total".padEnd(28), ...totals.map((t) => t.toFixed(2).padStart(26))].join(""));
+  // Process CPU time over the llvmpipe threads (best of the rounds): independent of other jobs' load.
+  const threads = Number(Deno.env.get("LP_NUM_THREADS") ?? navigator.hardwareConcurrency);
+  const best = plans.map(() => Infinity);
+  for (let round = 0; round < rounds; round++) {
+    for (const [i, p] of plans.entries()) {
+      const start = process.cpuUsage();
+      await p.plan.run();
+      const used = process.cpuUsage(start);
+      best[i] = Math.min(best[i], (used.user + used.system) / 1000 / threads);
+    }
+  }
+  console.log(
+    ["CPU ms / thread (whole plan)".padEnd(28), ...best.map((t) => t.toFixed(2).padStart(26))].join(""),
+  );
+  for (const p of plans) p.plan.destroy();
+}
+
+if (import.meta.main && Deno.args[0] === "--kernels") {
+  const gpu = await getGpu();
+  console.log(`${gpu.description} (${gpu.backend})`);
+  await compareKernels(gpu, Deno.args[1] === "cct7" ? CCT7_16 : CCT2_128, Number(Deno.args[2] ?? 7));
+} else if (import.meta.main) {
   const gpu = await getGpu();
   const filter = Deno.args[0] ?? "";
   console.log(`${gpu.description} (${gpu.backend})`);

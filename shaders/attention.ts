@@ -12,6 +12,14 @@
  * Each shape has a subgroup variant (`attentionScoresSubgroupWgsl`, `attentionSubgroupWgsl`) for adapters with a
  * fixed subgroup width (lavapipe: 8): lanes load one operand row each and share it by `subgroupBroadcast`, which
  * replaces most of the per-lane gathers and measured ≈ 1.3× (scores) to ≈ 1.8× (products) faster there.
+ * The default subgroup kernels use tall tiles (`attentionTallWgsl`, `attentionScoresTallWgsl`): a subgroup owns up
+ * to 32 rows (⌈n / ⌈n/32⌉⌉: 25 for n = 49, so two tiles cover 49 rows), each lane loads ⌈rows/8⌉ fragments and the
+ * multiply-adds run accumulator by accumulator, like the 32×8 `subgroup` matmul (gathers per multiply-add set the
+ * speed on lavapipe). When one row of scores fits in registers (n ≤ 8·keys) the forward softmax is done there
+ * (one store per probability, no second pass; n = 256 with 16 rows × 32 keys per lane) and backward sums
+ * δ = rowsum(dout ⊙ out) in the dot loop of its first key block. At
+ * cct_2's shapes (n 49, hd 64, B·H 256) this halved the six kernels' time (≈ 72 → ≈ 40 ms per step, side by side);
+ * the 8-row kernels stay selectable (`SUBGROUP_NARROW` in the wrappers) for comparison.
  *
  * Attention dropout: the forward draws the mask once, from the counter-based RNG with counter
  * ((b·H + h)·N + i)·N + j (b counted over the whole batch), keeping an element when
@@ -38,10 +46,50 @@ export interface AttentionBlocking {
   colVecs: number;
   /** Use the subgroup variant of the rows and columns kernels where the adapter allows it (default true). */
   subgroup?: boolean;
+  /**
+   * Subgroup kernels: at most this many output rows per subgroup in the rows and columns kernels
+   * ({@link attentionTallWgsl}); 0 selects the one-row-per-lane kernels ({@link attentionSubgroupWgsl}).
+   */
+  productRows?: number;
+  /**
+   * Subgroup kernels: at most this many query rows per subgroup in the scores kernels
+   * ({@link attentionScoresTallWgsl}); 0 selects {@link attentionScoresSubgroupWgsl}.
+   */
+  scoreRows?: number;
+  /**
+   * Tall forward scores kernel: hold a whole score row in registers (one pass, no raw-score round trip) up to this
+   * many keys per lane, with rows cut so that rows·keys ≤ 512 (n = 256: 16 rows × 32 keys); above `keys` only.
+   * 0 or absent: only up to `keys` per lane.
+   */
+  softmaxKeys?: number;
+  /**
+   * Subgroup kernels with tall tiles: compile the token count and head dimension in as constants (one pipeline per
+   * shape; lets LLVM fold the bounds masks of keys that are always valid). Default false: it measured no faster.
+   */
+  bakeShapes?: boolean;
+  /** Tall rows and columns kernels: reduction steps per loop iteration (default 4). */
+  steps?: number;
 }
 
-/** The default blocking: 8 rows × 8 keys (scores) and 8 rows × 8 columns (rows, columns). */
-export const BLOCKED: AttentionBlocking = { rows: 8, keys: 8, colVecs: 2 };
+/** `code` with the token count and head dimension of its Sizes uniform replaced by constants. */
+export function bakeAttentionShape(code: string, tokens: number, hd4: number): string {
+  return code.replaceAll("sz.tokens", `${tokens}u`).replaceAll("sz.hd4", `${hd4}u`);
+}
+
+/**
+ * The default blocking: 8 rows × 8 keys (scores) and 8 rows × 8 columns (rows, columns) without subgroups; with
+ * them, tall tiles of up to 32 rows and forward score rows in registers up to 32 keys per lane.
+ */
+export const BLOCKED: AttentionBlocking = {
+  rows: 8,
+  keys: 8,
+  colVecs: 2,
+  productRows: 32,
+  scoreRows: 32,
+  softmaxKeys: 32,
+};
+/** The subgroup kernels with one row (or key) per lane: the previous default, kept for comparison. */
+export const SUBGROUP_NARROW: AttentionBlocking = { ...BLOCKED, productRows: 0, scoreRows: 0 };
 /** One output (or one vec4 of outputs) per invocation: the naive baseline for benchmarks. */
 export const NAIVE: AttentionBlocking = { rows: 1, keys: 1, colVecs: 1, subgroup: false };
 
@@ -520,6 +568,270 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let lown = sz.off_l + (b * n + min(i0 + lane, n - 1u)) * sz.l_stride + sz.l_col + h * sz.hd4;
   let rrow = sz.off_r + b * n * sz.r_stride + sz.r_col + h * sz.hd4;
   ${each(W, (r) => `let p${r} = pbase + min(i0 + ${r}u, n - 1u) * n;`)}
+  ${body}
+}
+`;
+}
+
+/**
+ * Tall subgroup variant of the rows and columns kernels (same bindings and results as
+ * {@link attentionSubgroupWgsl}), written like the `subgroup` matmul: one subgroup owns `rows` rows (or keys) of the
+ * output, any count (the wrapper picks ⌈n / tiles⌉, e.g. 25 for n = 49, so two tiles waste 1 row instead of 7);
+ * lane l loads the weights of tile rows l, l + width, … for 4 steps of the reduction and `subgroupBroadcast` shares
+ * them, each lane owns `colVecs` vec4 columns. Per 4 steps a lane gathers 4·⌈rows/width⌉ weights and 4·colVecs
+ * vec4s for 4·rows·colVecs vec4 multiply-adds (8× fewer gathers per multiply-add than the 8-row kernel at 32 rows),
+ * issued accumulator by accumulator so llvmpipe keeps each accumulator in a register across its 4 updates.
+ * Steps past n get weight 0 (clamped loads), so there is no tail loop.
+ */
+export function attentionTallWgsl(
+  o: { width: number; rows: number; colVecs: number; masked: boolean; transposed: boolean; steps?: number },
+): string {
+  const W = o.width, R = o.rows, V = o.colVecs, F = Math.ceil(R / W), S = o.steps ?? 4;
+  const weight = (
+    index: string,
+  ) => (o.masked ? `max(probs[${index}], 0.0) * sz.inv_keep` : `probs[${index}]`);
+  // Fragment f of lane `lane` is tile row i0 + lane + width·f: A[row, k] (rows) or A[k, row] (columns).
+  const base = (f: number) =>
+    o.transposed
+      ? `let pf${f} = pbase + min(i0 + lane + ${W * f}u, n - 1u);`
+      : `let pf${f} = pbase + min(i0 + lane + ${W * f}u, n - 1u) * n;`;
+  const load = (f: number, kk: number) => weight(o.transposed ? `pf${f} + kc${kk} * n` : `pf${f} + kc${kk}`);
+  // Row by row: broadcast its 4 weights, then its accumulators' 4 updates each.
+  const fmas = range(R).map((r) =>
+    `    {
+${each(S, (kk) => `      let w${kk} = subgroupBroadcast(u${Math.floor(r / W)}_${kk}, ${r % W}u);`)}
+${each2(V, S, (v, kk) => `      a${r}_${v} = fma(vec4<f32>(w${kk}), x${kk}_${v}, a${r}_${v});`)}
+    }`
+  ).join("\n");
+  return /* wgsl */ `
+${header(null, 4)}
+@group(0) @binding(1) var<storage, read_write> dst: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> probs: array<f32>;
+@group(0) @binding(3) var<storage, read_write> x: array<vec4<f32>>;
+@compute @workgroup_size(${W})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(subgroup_invocation_id) lane: u32) {
+  // Every lane runs the whole loop (broadcasts need all of them); loads are clamped and only stores masked.
+  let t = wid.x + wid.y * nwg.x;
+  let n = sz.tokens;
+  let row_blocks = (n + ${R - 1}u) / ${R}u;
+  let col_blocks = (sz.hd4 + ${W * V - 1}u) / ${W * V}u;
+  if (t >= sz.batch * sz.heads * row_blocks * col_blocks) { return; }
+  let cb = t % col_blocks;
+  let rb = (t / col_blocks) % row_blocks;
+  let bh = t / (col_blocks * row_blocks);
+  let b = bh / sz.heads;
+  let h = bh % sz.heads;
+  let pbase = sz.off_p + bh * n * n;
+  let i0 = rb * ${R}u;
+  ${each(F, base)}
+  let c0 = (cb * ${W}u + lane) * ${V}u;
+  ${each(V, (v) => `let col${v} = min(c0 + ${v}u, sz.hd4 - 1u);`)}
+  let xcol = sz.off_r + b * n * sz.r_stride + sz.r_col + h * sz.hd4;
+  ${each2(R, V, (r, v) => `var a${r}_${v} = vec4<f32>(0.0);`)}
+  for (var k = 0u; k < n; k += ${S}u) {
+    ${each(S, (kk) => `let kc${kk} = min(k + ${kk}u, n - 1u);`)}
+    ${each2(F, S, (f, kk) => `let u${f}_${kk} = select(0.0, ${load(f, kk)}, k + ${kk}u < n);`)}
+    ${each(S, (kk) => `let xr${kk} = xcol + kc${kk} * sz.r_stride;`)}
+    ${each2(S, V, (kk, v) => `let x${kk}_${v} = x[xr${kk} + col${v}];`)}
+${fmas}
+  }
+  let ocol = sz.off_o + b * n * sz.o_stride + sz.o_col + h * sz.hd4;
+  ${
+    each(R, (r) =>
+      `if (i0 + ${r}u < n) {
+    let e = ocol + (i0 + ${r}u) * sz.o_stride;
+${each(V, (v) => `    if (c0 + ${v}u < sz.hd4) { dst[e + c0 + ${v}u] = a${r}_${v}; }`)}
+  }`)
+  }
+}
+`;
+}
+
+/**
+ * Tall subgroup variant of the scores kernel (same bindings and results as {@link attentionScoresWgsl}): one
+ * subgroup owns `rows` query rows (any count; lane l loads the left-operand rows l, l + width, … and
+ * `subgroupBroadcast` shares them), each lane owns `keys` keys of every block of width·keys keys. When
+ * `single` (n ≤ width·keys, e.g. n = 49 with 7 keys) the whole score row stays in registers: the softmax takes
+ * subgroupMax/subgroupAdd of it and each probability is written once (the general path writes raw scores and
+ * normalises them in a second pass, as {@link attentionScoresSubgroupWgsl}).
+ */
+export function attentionScoresTallWgsl(
+  o: {
+    width: number;
+    rows: number;
+    keys: number;
+    single: boolean;
+    backward: boolean;
+    seed: AttentionSeedLayout | null;
+    masked: boolean;
+    deltaFromOut: boolean;
+  },
+): string {
+  const W = o.width, R = o.rows, K = o.keys, F = Math.ceil(R / W);
+  const seed = o.backward ? null : o.seed;
+  const masked = o.backward && o.masked;
+  const deltaFromOut = o.backward && o.deltaFromOut;
+  const extra = deltaFromOut
+    ? `@group(0) @binding(4) var<storage, read_write> fwd_out: array<vec4<f32>>;`
+    : "";
+  const block = W * K;
+  // Dots of rows i0..i0+R-1 with the lane's keys of the block at j0, row by row (accumulator-major per row).
+  // With δ from the forward output, δ of the lane's rows is summed in the loop of the first block (the dout rows
+  // are loaded there anyway): one pass over dout instead of two.
+  const fusedDelta = deltaFromOut;
+  const deltaSum = each(F, (f) => `dd${f} += dot(own${f}, fwd_out[of${f} + c]);`);
+  const fusedDeltaSum = o.single ? deltaSum : `if (j0 == 0u) {\n        ${deltaSum}\n      }`;
+  const blockDots = (j0: string) => `
+    ${
+    each(K, (k) =>
+      `let key${k} = ${j0} + lane + ${W * k}u;\n    let r${k} = rrow + min(key${k}, n - 1u) * sz.r_stride;`)
+  }
+    ${each2(R, K, (r, k) => `var a${r}_${k} = 0.0;`)}
+    for (var c = 0u; c < sz.hd4; c++) {
+      ${each(F, (f) => `let own${f} = lhs[lf${f} + c];`)}
+      ${fusedDelta ? fusedDeltaSum : ""}
+      ${each(K, (k) => `let y${k} = rhs[r${k} + c];`)}
+      ${
+    each(R, (r) =>
+      `{ let x = subgroupBroadcast(own${Math.floor(r / W)}, ${r % W}u); ${
+        range(K).map((k) =>
+          `a${r}_${k} += dot(x, y${k});`
+        ).join(" ")
+      } }`)
+  }
+    }
+    ${each(K, (k) => `let valid${k} = key${k} < n;`)}`;
+  const probAndGrad = (r: number, k: number) =>
+    masked
+      ? `let pr = abs(sv); let g = a${r}_${k} * select(0.0, sz.inv_keep, sv > 0.0);`
+      : `let pr = sv; let g = a${r}_${k};`;
+  const signed = (r: number, k: number, value: string) =>
+    seed ? `select(-${value}, ${value}, kept(sh, cbase + (i0 + ${r}u) * n + key${k}))` : value;
+  let body: string;
+  if (!o.backward && o.single) {
+    body = `
+  ${seed ? "let sh = pcg_hash(kernel_seed());" : ""}
+  ${blockDots("0u")}
+  ${
+      each(R, (r) => {
+        const v = (k: number) => `v${r}_${k}`;
+        const mx = range(K).map(v).reduce((acc, x) => `max(${acc}, ${x})`);
+        return `{
+    ${each(K, (k) => `let ${v(k)} = select(-3.0e38, a${r}_${k} * sz.scale, valid${k});`)}
+    let mx = subgroupMax(${mx});
+    ${each(K, (k) => `let e${k} = exp(${v(k)} - mx);`)}
+    let inv = 1.0 / subgroupAdd(${range(K).map((k) => `e${k}`).join(" + ")});
+    if (i0 + ${r}u < n) {
+${each(K, (k) => `      if (valid${k}) { probs[p${r} + key${k}] = ${signed(r, k, `(e${k} * inv)`)}; }`)}
+    }
+  }`;
+      })
+    }`;
+  } else if (!o.backward) {
+    body = `
+  ${each(R, (r) => `var m${r} = -3.0e38;\n  var s${r} = 0.0;`)}
+  for (var j0 = 0u; j0 < n; j0 += ${block}u) {
+    ${blockDots("j0")}
+    ${each2(R, K, (r, k) => `let v${r}_${k} = select(-3.0e38, a${r}_${k} * sz.scale, valid${k});`)}
+    ${
+      each(R, (r) => {
+        const mx = range(K).reduce((acc, k) => `max(${acc}, v${r}_${k})`, `m${r}`);
+        const sum = range(K).map((k) => `exp(v${r}_${k} - mn${r})`).join(" + ");
+        return `let mn${r} = ${mx};\n    s${r} = s${r} * exp(m${r} - mn${r}) + ${sum};\n    m${r} = mn${r};`;
+      })
+    }
+    ${
+      each(R, (r) =>
+        `if (i0 + ${r}u < n) {\n${
+          each(K, (k) =>
+            `      if (valid${k}) { probs[p${r} + key${k}] = v${r}_${k}; }`)
+        }\n    }`)
+    }
+  }
+  // Combine the lanes' statistics, then each lane normalises the keys it wrote (j ≡ lane mod width).
+  ${seed ? "let sh = pcg_hash(kernel_seed());" : ""}
+  ${
+      each(R, (r) =>
+        `{
+    let mx = subgroupMax(m${r});
+    let inv = 1.0 / subgroupAdd(s${r} * exp(m${r} - mx));
+    if (i0 + ${r}u < n) {
+      for (var j = lane; j < n; j += ${W}u) {
+        let pr = exp(probs[p${r} + j] - mx) * inv;
+        probs[p${r} + j] = ${seed ? `select(-pr, pr, kept(sh, cbase + (i0 + ${r}u) * n + j))` : "pr"};
+      }
+    }
+  }`)
+    }`;
+  } else if (fusedDelta) {
+    body = `
+  let orow = sz.off_o + b * n * sz.o_stride + sz.o_col + h * sz.hd4;
+  ${
+      each(F, (f) =>
+        `let of${f} = orow + min(i0 + lane + ${W * f}u, n - 1u) * sz.o_stride;\n  var dd${f} = 0.0;`)
+    }
+  ${o.single ? "{" : `for (var j0 = 0u; j0 < n; j0 += ${block}u) {`}
+  ${blockDots(o.single ? "0u" : "j0")}
+  ${
+      each(R, (r) =>
+        `{
+    let d = subgroupBroadcast(dd${Math.floor(r / W)}, ${r % W}u);
+${
+          each(K, (k) =>
+            `    { let e = p${r} + min(key${k}, n - 1u); let sv = probs[e]; ${probAndGrad(r, k)}
+      if (valid${k} && i0 + ${r}u < n) { probs[e] = pr * (g - d) * sz.scale; } }`)
+        }
+  }`)
+    }
+  }`;
+  } else {
+    // δ = rowsum(dP ⊙ P) by a first pass over the key blocks.
+    body = `
+  ${each(R, (r) => `var e${r} = 0.0;`)}
+  for (var j0 = 0u; j0 < n; j0 += ${block}u) {
+    ${blockDots("j0")}
+    ${
+      each2(R, K, (r, k) =>
+        `{ let sv = probs[p${r} + min(key${k}, n - 1u)]; ${probAndGrad(r, k)} ` +
+        `e${r} += select(0.0, g * pr, valid${k}); }`)
+    }
+  }
+  ${each(R, (r) => `let d${r} = subgroupAdd(e${r});`)}
+  for (var j0 = 0u; j0 < n; j0 += ${block}u) {
+    ${blockDots("j0")}
+    ${
+      each2(R, K, (r, k) =>
+        `{ let e = p${r} + min(key${k}, n - 1u); let sv = probs[e]; ${probAndGrad(r, k)}
+      if (valid${k} && i0 + ${r}u < n) { probs[e] = pr * (g - d${r}) * sz.scale; } }`)
+    }
+  }`;
+  }
+  return /* wgsl */ `
+${header(seed, 4)}
+@group(0) @binding(1) var<storage, read_write> probs: array<f32>;
+@group(0) @binding(2) var<storage, read_write> lhs: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> rhs: array<vec4<f32>>;
+${extra}
+@compute @workgroup_size(${W})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(subgroup_invocation_id) lane: u32) {
+  // Every lane runs every loop (broadcasts and reductions need all of them); loads are clamped, stores masked.
+  let t = wid.x + wid.y * nwg.x;
+  let n = sz.tokens;
+  let row_blocks = (n + ${R - 1}u) / ${R}u;
+  if (t >= sz.batch * sz.heads * row_blocks) { return; }
+  let rb = t % row_blocks;
+  let bh = t / row_blocks;
+  let b = bh / sz.heads;
+  let h = bh % sz.heads;
+  let pbase = sz.off_p + bh * n * n;
+  let cbase = ((sz.batch0 + b) * sz.heads + h) * n * n;
+  let i0 = rb * ${R}u;
+  let lrow = sz.off_l + b * n * sz.l_stride + sz.l_col + h * sz.hd4;
+  ${each(F, (f) => `let lf${f} = lrow + min(i0 + lane + ${W * f}u, n - 1u) * sz.l_stride;`)}
+  let rrow = sz.off_r + b * n * sz.r_stride + sz.r_col + h * sz.hd4;
+  ${each(R, (r) => `let p${r} = pbase + min(i0 + ${r}u, n - 1u) * n;`)}
   ${body}
 }
 `;

@@ -15,13 +15,16 @@ import {
   attentionColumnsWgsl,
   attentionRowsWgsl,
   attentionScoresSubgroupWgsl,
+  attentionScoresTallWgsl,
   attentionScoresWgsl,
   type AttentionSeedLayout,
   attentionSubgroupWgsl,
+  attentionTallWgsl,
+  bakeAttentionShape,
   BLOCKED,
 } from "../../shaders/attention.ts";
 
-export { type AttentionBlocking, BLOCKED, NAIVE } from "../../shaders/attention.ts";
+export { type AttentionBlocking, BLOCKED, NAIVE, SUBGROUP_NARROW } from "../../shaders/attention.ts";
 
 /**
  * The attention-dropout seed: a binding of a uniform u32 (e.g. `UniformBlock.binding()`, its first word), word
@@ -181,6 +184,15 @@ function checkShape(kernel: string, t: Tensor, name: string, shape: number[], ve
   }
 }
 
+function baked(c: Checked, code: string): string {
+  return c.blocking.bakeShapes ? bakeAttentionShape(code, c.tokens, c.hd4) : code;
+}
+
+/** Rows per tile when n rows are split into ⌈n / maxRows⌉ tiles as evenly as possible (49 at 32: 25). */
+function evenRows(n: number, maxRows: number): number {
+  return Math.ceil(n / Math.ceil(n / maxRows));
+}
+
 /** The rows (dst = A·X) or columns (dst = Aᵀ·X) kernel for this device and blocking, and its grid. */
 function productKernel(
   plan: Plan,
@@ -193,6 +205,19 @@ function productKernel(
   const tokens = c.tokens, heads = c.heads;
   if ((c.blocking.subgroup ?? true) && gpu.hasSubgroups && width >= 4 && width <= 16) {
     const colVecs = Math.max(1, Math.min(2, Math.floor(c.hd4 / width)));
+    const maxRows = c.blocking.productRows ?? 0;
+    if (maxRows > 0) {
+      const rows = evenRows(tokens, maxRows);
+      const colVecs = Math.max(1, Math.min(c.blocking.colVecs, Math.floor(c.hd4 / width)));
+      const blocks = Math.ceil(tokens / rows) * Math.ceil(c.hd4 / (width * colVecs));
+      return {
+        code: baked(
+          c,
+          attentionTallWgsl({ width, rows, colVecs, masked, transposed, steps: c.blocking.steps }),
+        ),
+        groups: (batch) => grid1d(batch * heads * blocks, 1),
+      };
+    }
     const blocks = Math.ceil(tokens / width) * Math.ceil(c.hd4 / (width * colVecs));
     return {
       code: attentionSubgroupWgsl({ width, colVecs, masked, transposed }),
@@ -217,6 +242,25 @@ function scoresKernel(
   const gpu = plan.gpu;
   const width = gpu.subgroupSize;
   if ((c.blocking.subgroup ?? true) && gpu.hasSubgroups && width >= 4 && width <= 16) {
+    const maxRows = c.blocking.scoreRows ?? 0;
+    if (maxRows > 0) {
+      // One block of keys when the row fits in registers at up to `keys` per lane (n = 49: 7 per lane), or for
+      // the forward softmax up to `softmaxKeys` per lane with fewer rows (n = 256: 16 rows × 32 keys).
+      const perLane = Math.ceil(c.tokens / width);
+      const softmaxKeys = spec.backward ? 0 : (c.blocking.softmaxKeys ?? 0);
+      const single = perLane <= Math.max(c.blocking.keys, softmaxKeys);
+      const keys = single ? perLane : c.blocking.keys;
+      const rows = evenRows(
+        c.tokens,
+        perLane > c.blocking.keys && single
+          ? Math.max(1, Math.min(maxRows, Math.floor(512 / perLane)))
+          : maxRows,
+      );
+      return {
+        code: baked(c, attentionScoresTallWgsl({ width, rows, keys, single, ...spec })),
+        groups: (batch) => grid1d(batch * c.heads * Math.ceil(c.tokens / rows), 1),
+      };
+    }
     const keys = Math.max(1, Math.min(c.blocking.keys, Math.ceil(c.tokens / width)));
     return {
       code: attentionScoresSubgroupWgsl({ width, keys, ...spec }),

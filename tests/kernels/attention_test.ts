@@ -1,10 +1,12 @@
 import * as ref from "../reference/attention.ts";
 import {
   attentionBackward,
+  type AttentionBlocking,
   attentionForward,
   type AttentionOptions,
   BLOCKED,
   NAIVE,
+  SUBGROUP_NARROW,
 } from "../../lib/kernels/attention.ts";
 import { type Plan, UniformBlock } from "../../lib/gpu/plan.ts";
 import { Arena, readTensor, type Tensor, writeTensor } from "../../lib/gpu/tensor.ts";
@@ -135,6 +137,59 @@ for (const c of cases) {
       `heads=${c.heads}, dropout=${c.dropout}${c.withOut ? ", δ from out" : ""}` +
       `${c.dropout && c.seedKind ? `, seed as ${c.seedKind}` : ""})`,
     () => checkCase(c),
+  );
+}
+
+/**
+ * Blockings of the subgroup kernels (Vulkan; other adapters fall back to the register-blocked kernels, so these
+ * cases then test those) on shapes that are not multiples of their tiles: tall tiles of 3, 12 and 25 rows, head
+ * dimensions of 3, 5, 8 and 16 vec4s, one and several (batch, head) pairs, one key block per row (n ≤ 8·keys: the
+ * in-register softmax, δ fused into the score-gradient loop or not) and several (forward in registers up to
+ * `softmaxKeys` per lane, or in blocks).
+ */
+const blockingCases: { label: string; c: Case; blocking: AttentionBlocking }[] = [
+  {
+    label: "tall tiles (default) with one token and a head dimension of 12",
+    c: { batch: 1, tokens: 1, dim: 12, heads: 1, dropout: 0.3, withOut: true },
+    blocking: BLOCKED,
+  },
+  {
+    label: "tall tiles of 3 rows with 5 tokens and a head dimension of 20",
+    c: { batch: 2, tokens: 5, dim: 40, heads: 2, dropout: 0, withOut: false },
+    blocking: { ...BLOCKED, productRows: 4, scoreRows: 4 },
+  },
+  {
+    label: "tall tiles (default) with 50 tokens, masked backward and δ fused",
+    c: { batch: 2, tokens: 50, dim: 128, heads: 2, dropout: 0.3, withOut: true },
+    blocking: BLOCKED,
+  },
+  {
+    label: "tall tiles with baked shapes and 8 steps per iteration, δ by a first pass",
+    c: { batch: 1, tokens: 49, dim: 64, heads: 2, dropout: 0.1, withOut: false },
+    blocking: { ...BLOCKED, bakeShapes: true, steps: 8 },
+  },
+  {
+    label: "tall tiles of 12 query rows and several key blocks per row",
+    c: { batch: 1, tokens: 70, dim: 96, heads: 3, dropout: 0.3, withOut: true },
+    blocking: { ...BLOCKED, scoreRows: 12, keys: 4, softmaxKeys: 0 },
+  },
+  {
+    label: "tall tiles (default), 13 keys per lane: the forward softmax in registers, backward in key blocks",
+    c: { batch: 2, tokens: 100, dim: 64, heads: 1, dropout: 0.3, withOut: true },
+    blocking: BLOCKED,
+  },
+  {
+    label: "the 8-row subgroup kernels (the previous default)",
+    c: { batch: 2, tokens: 49, dim: 128, heads: 2, dropout: 0.3, withOut: true },
+    blocking: SUBGROUP_NARROW,
+  },
+];
+
+for (const { label, c, blocking } of blockingCases) {
+  Deno.test(
+    `attention with ${label} matches the reference (B=${c.batch}, N=${c.tokens}, d=${c.dim}, heads=${c.heads}, ` +
+      `dropout=${c.dropout})`,
+    () => checkCase(c, { blocking }),
   );
 }
 
