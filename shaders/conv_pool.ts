@@ -205,7 +205,9 @@ export function conv2dReluMaxPoolBackwardWeightsWgsl(
   const acc = (ci: number, kh: number, kw: number, q: number) => `acc${ci}_${kh}_${kw}_${q}`;
   const load = (q: number) => {
     if (vec) {
-      return `    let i${q} = (pbase + cblock * ${o.q}u + ${q}u);
+      // Clamped: when ⌈C_out/4⌉ is not a multiple of q the last block's extra vec4s would read the next position
+      // (past the end at the last one); their sums are never stored.
+      return `    let i${q} = pbase + min(cblock * ${o.q}u + ${q}u, ${d.cout / 4 - 1}u);
     let pl${q} = pooled[i${q}];
     let g${q} = select(vec4<f32>(0.0), dy[i${q}], pl${q} > vec4<f32>(0.0));
     let am${q} = argmax[i${q}];`;

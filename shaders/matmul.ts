@@ -113,17 +113,17 @@ fn store_c(row: u32, col: u32, c_off: u32, acc: f32) {
 
 /** {@link epilogueWgsl} on vec4s: n is a multiple of 4, so 4 columns are all inside C or all outside. */
 function epilogueVec4Wgsl(s: MatmulKernelSpec): string {
-  const erf4 = "vec4<f32>(erf_f32(e.x), erf_f32(e.y), erf_f32(e.z), erf_f32(e.w))";
+  const erf4 = (x: string) => `vec4<f32>(erf_f32(${x}.x), erf_f32(${x}.y), erf_f32(${x}.z), erf_f32(${x}.w))`;
   const act = s.activation === "relu"
     ? "v = max(v, vec4<f32>(0.0));"
     : s.activation === "gelu"
-    ? `let e = v * 0.70710678118654752;
-  v = 0.5 * v * (1.0 + ${erf4});`
+    ? `let ea = v * 0.70710678118654752;
+  v = 0.5 * v * (1.0 + ${erf4("ea")});`
     : "";
   const geluGrad = s.geluGrad
     ? `let g = G[idx];
-  let e = g * 0.70710678118654752;
-  v = v * (0.5 * (1.0 + ${erf4}) + g * 0.39894228040143268 * exp(-0.5 * g * g));`
+  let eg = g * 0.70710678118654752;
+  v = v * (0.5 * (1.0 + ${erf4("eg")}) + g * 0.39894228040143268 * exp(-0.5 * g * g));`
     : "";
   return /* wgsl */ `
 ${s.activation === "gelu" || s.geluGrad ? ERF_WGSL : ""}

@@ -391,7 +391,9 @@ const FUSED_STAGE_MAX_CHANNELS = 4;
  */
 function fusedStage(c: ModelConfig, s: ConvStage, j: number): boolean {
   const tokensAreStream = j === tokenizerGeometry(c).stages.length - 1 && c.positionalEmbedding === "none";
-  return j === 0 && s.reluPool && s.inChannels <= FUSED_STAGE_MAX_CHANNELS && !tokensAreStream;
+  // Measured only for 3×3 convs; a 7×7 stem (cct_7_7x2_224) makes a 5k-line shader: unmeasured, left unfused.
+  return j === 0 && s.reluPool && s.inChannels <= FUSED_STAGE_MAX_CHANNELS && s.kernel <= 3 &&
+    !tokensAreStream;
 }
 
 /** The official MaxPool2d(3, 2, 1) after stage `s`; the last stage writes tokens [B, H·W, C]. */

@@ -601,11 +601,10 @@ export class Trainer {
     const every = o.evalEvery;
     const evaluated = epoch + 1 >= this.totalEpochs || (every > 0 && (epoch + 1) % every === 0);
     const test = evaluated ? await this.evaluate(this.data.test) : undefined;
-    // The training loss was read before the epoch's last update: a non-finite model shows up here first (and,
-    // in a skipped epoch, in the next epoch's first metrics).
-    if (test && !Number.isFinite(test.loss)) {
-      throw new NonFiniteLossError(epoch, this.state.globalStep, test.loss);
-    }
+    // The training loss was read before the epoch's last update: a non-finite model shows up here first. An
+    // epoch without evaluation checks one training batch instead, so onEpoch never saves a diverged model.
+    const check = test ?? await this.evaluate(firstImages(this.data.train, o.batchSize));
+    if (!Number.isFinite(check.loss)) throw new NonFiniteLossError(epoch, this.state.globalStep, check.loss);
     this.state.epoch++;
     if (test && test.count > 0) this.state.bestTop1 = Math.max(this.state.bestTop1, test.top1);
     const summary: EpochSummary = {
@@ -724,6 +723,13 @@ export async function evaluate(
     score.add(logits, batch.labels);
   }
   return score.result();
+}
+
+/** The first `count` images of a split (all of them if it has fewer). */
+function firstImages(split: Split, count: number): Split {
+  const n = Math.min(count, split.length);
+  const size = split.length > 0 ? split.images.length / split.length : 0;
+  return { length: n, images: split.images.subarray(0, n * size), labels: split.labels.subarray(0, n) };
 }
 
 /**

@@ -47,6 +47,8 @@ interface Case {
   k: number;
   /** Leading dimensions padded to multiples of 4 plus slack (vec4 loads with k and edge tails). */
   padded?: boolean;
+  /** Leading dimensions one more than the rows need (odd here): every vec4 path must step aside. */
+  oddLd?: boolean;
 }
 
 /** Awkward shapes: 1s, primes, multiples of 4 but not of the tiles, and padded rows with a k tail. */
@@ -61,12 +63,14 @@ const CASES: Case[] = [
   { m: 70, n: 133, k: 22, padded: true },
   // n = 4·j with padded rows: the vec4-store epilogue, with partial tiles in both directions.
   { m: 45, n: 76, k: 18, padded: true },
+  // n = 4·j but odd leading dimensions: no vec4 loads or stores may be used.
+  { m: 23, n: 16, k: 9, oddLd: true },
 ];
 
 function layout(c: Case, transA: boolean, transB: boolean) {
   const [aRows, aCols] = transA ? [c.k, c.m] : [c.m, c.k];
   const [bRows, bCols] = transB ? [c.n, c.k] : [c.k, c.n];
-  const pad = (x: number) => c.padded ? roundUp4(x) + 4 : x;
+  const pad = (x: number) => c.padded ? roundUp4(x) + 4 : c.oddLd ? x + 1 : x;
   return {
     lda: pad(aCols),
     ldb: pad(bCols),
@@ -94,7 +98,11 @@ for (const [transA, transB] of [[false, false], [true, false], [false, true], [t
             matmul(plan, out, upload(gpu, a, [l.sizeA]), upload(gpu, b, [l.sizeB]), { ...opts, variant });
             // Padding columns of C are never written: they stay NaN in both.
             const expected = ref.matmul(new Float64Array(l.sizeC).fill(NaN), a, b, opts).c;
-            jobs.push({ name: `${variant} ${c.m}×${c.n}×${c.k}${c.padded ? " padded" : ""}`, out, expected });
+            jobs.push({
+              name: `${variant} ${c.m}×${c.n}×${c.k}${c.padded ? " padded" : c.oddLd ? " odd ld" : ""}`,
+              out,
+              expected,
+            });
           });
         }
       });
@@ -214,25 +222,25 @@ async function checkEpilogue(gpu: Gpu, variant: MatmulVariant, n: number): Promi
   const zero = new Float64Array(m * n);
   const r0 = { m, n, k, alpha: 0.37 };
   const r = ref.matmul(zero, a, b, { ...r0, bias, activation: "gelu" });
-  await expectTensor(gpu, `gelu (n {n})`, gelu, r.c, TOL);
-  await expectTensor(gpu, `preActivation (n {n})`, pre, r.pre, TOL);
+  await expectTensor(gpu, `gelu (n ${n})`, gelu, r.c, TOL);
+  await expectTensor(gpu, `preActivation (n ${n})`, pre, r.pre, TOL);
   await expectTensor(
     gpu,
-    `relu (n {n})`,
+    `relu (n ${n})`,
     relu,
     ref.matmul(zero, a, b, { ...r0, bias, activation: "relu" }).c,
     TOL,
   );
   await expectTensor(
     gpu,
-    `accumulate (n {n})`,
+    `accumulate (n ${n})`,
     acc,
     ref.matmul(base, a, b, { ...r0, accumulate: true }).c,
     TOL,
   );
   await expectTensor(
     gpu,
-    `geluGradOf (n {n})`,
+    `geluGradOf (n ${n})`,
     dgelu,
     ref.matmul(zero, a, b, { ...r0, geluGradOf: g }).c,
     TOL,

@@ -5,6 +5,7 @@ import { customConfig } from "../../lib/models/config.ts";
 import { createSynthetic } from "../../lib/data/synthetic.ts";
 import { NonFiniteLossError, Trainer, type TrainOptions } from "../../lib/train/trainer.ts";
 import { loadTrainingState, saveTrainingState } from "../../lib/train/checkpoint.ts";
+import { writeTensor } from "../../lib/gpu/tensor.ts";
 import { assertEquals, assertRejects } from "../support/check.ts";
 
 function tinyModel(classes: number, seed = 1) {
@@ -129,6 +130,28 @@ Deno.test("a NaN loss stops training with NonFiniteLossError", async () => {
   const trainer = new Trainer(model, data, { ...options, epochs: 1, lr: 1e30, warmupEpochs: 0, logEvery: 1 });
   try {
     await assertRejects(() => trainer.run(), NonFiniteLossError, "loss became");
+  } finally {
+    trainer.destroy();
+    model.destroy();
+  }
+});
+
+Deno.test("a model that diverges in an epoch without evaluation stops before onEpoch can save it", async () => {
+  const data = createSynthetic({ seed: 3, trainSize: 256, testSize: 64, size: 16, channels: 1 });
+  const model = await tinyModel(data.classes.length);
+  const fc = model.params.get("classifier.fc.weight");
+  let saved = 0;
+  const trainer = new Trainer(model, data, { ...options, epochs: 2, evalEvery: 0 }, {
+    // After the epoch's last loss was read: what an update that overflows in the last step leaves behind.
+    onProgress: (m) => {
+      if (m.step === m.steps) writeTensor(model.gpu, fc, new Float32Array(fc.size).fill(NaN));
+    },
+    onEpoch: () => void saved++,
+  });
+  try {
+    await assertRejects(() => trainer.run(), NonFiniteLossError, "loss became");
+    assertEquals(saved, 0);
+    assertEquals(trainer.state.epoch, 0);
   } finally {
     trainer.destroy();
     model.destroy();
