@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Time to accuracy on Fashion-MNIST with the PyTorch peer (`pytorch_cct.py`), using the recipe of `cli.ts train`.
 
-Used to choose a recipe for a fixed wall-clock budget: PyTorch trains this model 2.6-3.9x faster than the WebGPU
+Used to choose a recipe for a fixed wall-clock budget: PyTorch trains this model 2.2-2.7x faster than the WebGPU
 implementation on these machines, and one training step of both matches to 1e-6 (tests/train/step_parity_test.ts),
 so a recipe's accuracy per epoch carries over. Prints one JSON line per epoch.
 
