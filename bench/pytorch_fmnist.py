@@ -8,7 +8,8 @@ so a recipe's accuracy per epoch carries over. Prints one JSON line per epoch.
   /usr/bin/python3 bench/pytorch_fmnist.py --model cct_2_3x2_32 --epochs 6 --lr 1e-3 --batch 128 --threads 1
 
 The schedule is the module's (`lib/train/schedule.ts`, timm's cosine evaluated per step); augmentation is a
-random crop with zero padding (`--crop-padding`) and a horizontal flip; label smoothing, AdamW with no decay on
+random crop with zero padding (`--crop-padding`), a horizontal flip and optional random erasing (`--reprob`,
+timm's pixel mode, as `shaders/augment.ts`); label smoothing, AdamW with no decay on
 1-D parameters, attention dropout 0.1 and stochastic depth 0.1 as the model zoo's defaults.
 """
 
@@ -46,6 +47,28 @@ def load(split, root):
     return x, y
 
 
+def random_erase(x, prob):
+    """timm's RandomErasing(mode="pixel", max_count=1) on a normalised batch, as `shaders/augment.ts` does it."""
+    import torch
+
+    _, c, hgt, wid = x.shape
+    area = hgt * wid
+    for i in range(len(x)):
+        if torch.rand(()).item() >= prob:
+            continue
+        for _ in range(10):
+            target = (0.02 + (1 / 3 - 0.02) * torch.rand(()).item()) * area
+            aspect = math.exp(math.log(0.3) + (math.log(1 / 0.3) - math.log(0.3)) * torch.rand(()).item())
+            h = int(round(math.sqrt(target * aspect)))
+            w = int(round(math.sqrt(target / aspect)))
+            if w < wid and h < hgt:
+                top = torch.randint(0, hgt - h + 1, ()).item()
+                left = torch.randint(0, wid - w + 1, ()).item()
+                x[i, :, top:top + h, left:left + w] = torch.randn(c, h, w)
+                break
+    return x
+
+
 def learning_rate(a, t):
     if t < a.warmup_epochs:
         return a.warmup_lr + (a.lr - a.warmup_lr) * t / a.warmup_epochs
@@ -69,6 +92,7 @@ def main(argv=None):
     p.add_argument("--smoothing", type=float, default=0.1)
     p.add_argument("--crop-padding", type=int, default=2)
     p.add_argument("--no-flip", action="store_true")
+    p.add_argument("--reprob", type=float, default=0, help="random-erasing probability (timm, pixel mode)")
     p.add_argument("--drop-path", type=float, default=0.1)
     p.add_argument("--attn-drop", type=float, default=0.1)
     p.add_argument("--ema", type=float, default=0, help="also evaluate an EMA of the weights with this decay")
@@ -125,6 +149,8 @@ def main(argv=None):
                 x = torch.stack([x[i, :, oy[i]:oy[i] + 28, ox[i]:ox[i] + 28] for i in range(len(idx))])
             if not a.no_flip:
                 x = torch.where(torch.rand(len(idx), 1, 1, 1) < 0.5, x.flip(3), x)
+            if a.reprob:
+                x = random_erase(x, a.reprob)
             y = ytr[idx]
             opt.zero_grad(set_to_none=True)
             out = model(x)
