@@ -159,7 +159,7 @@ Deno.test("a model that diverges in an epoch without evaluation stops before onE
 });
 
 Deno.test("a checkpoint write killed midway leaves the previous checkpoint loadable", async () => {
-  // Kill the saving process the moment a temporary file shows up (fixed delays missed every write once on a
+  // Kill the saving process the moment a temporary file shows up (fixed delays can all miss the write on a
   // loaded machine, where the GPU readback dominates a save); at least one kill must land inside a write (the
   // temporary file is left behind) and after every kill the resume file must load.
   let interrupted = 0;
