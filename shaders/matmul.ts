@@ -37,6 +37,8 @@ export interface MatmulKernelSpec {
   /** Multiply the result by GELU'(g) of a tensor laid out like C (backward through a GELU). */
   geluGrad: boolean;
   accumulate: boolean;
+  /** Add a tensor laid out like C after the activation (a residual connection in the epilogue). */
+  residual?: boolean;
   /** Subgroup width the `subgroup` style is written for. */
   subgroupSize: number;
   /**
@@ -65,7 +67,10 @@ struct Params {
 }
 `;
 
-/** Bindings: 0 params, 1 C, 2 A, 3 B, then (when enabled, in this order) bias, preActivation, geluGradOf. */
+/**
+ * Bindings: 0 params, 1 C, 2 A, 3 B, then (when enabled, in this order) bias, preActivation, geluGradOf,
+ * residual.
+ */
 function bindingsWgsl(s: MatmulKernelSpec): string {
   const t = s.vecC ? "vec4<f32>" : "f32";
   const lines = [
@@ -78,12 +83,13 @@ function bindingsWgsl(s: MatmulKernelSpec): string {
   if (s.bias) lines.push(`@group(0) @binding(${next++}) var<storage, read> bias: array<${t}>;`);
   if (s.preActivation) lines.push(`@group(0) @binding(${next++}) var<storage, read_write> P: array<${t}>;`);
   if (s.geluGrad) lines.push(`@group(0) @binding(${next++}) var<storage, read> G: array<${t}>;`);
+  if (s.residual) lines.push(`@group(0) @binding(${next++}) var<storage, read> R: array<${t}>;`);
   return lines.join("\n");
 }
 
 /**
  * The epilogue of one output element (`store_c`), or with `vecC` of 4 adjacent ones (`store_c4`, col a multiple
- * of 4): scale, bias, GELU' factor, pre-activation, activation, (accumulating) store.
+ * of 4): scale, bias, GELU' factor, pre-activation, activation, residual, (accumulating) store.
  */
 function epilogueWgsl(s: MatmulKernelSpec): string {
   if (s.vecC) return epilogueVec4Wgsl(s);
@@ -106,6 +112,7 @@ fn store_c(row: u32, col: u32, c_off: u32, acc: f32) {
   ${geluGrad}
   ${s.preActivation ? "P[idx] = v;" : ""}
   ${act}
+  ${s.residual ? "v = v + R[idx];" : ""}
   ${s.accumulate ? "C[idx] = C[idx] + v;" : "C[idx] = v;"}
 }
 `;
@@ -135,6 +142,7 @@ fn store_c4(row: u32, col: u32, c_off: u32, acc: vec4<f32>) {
   ${geluGrad}
   ${s.preActivation ? "P[idx] = v;" : ""}
   ${act}
+  ${s.residual ? "v = v + R[idx];" : ""}
   ${s.accumulate ? "C[idx] = C[idx] + v;" : "C[idx] = v;"}
 }
 `;

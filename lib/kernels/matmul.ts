@@ -59,6 +59,11 @@ export interface MatmulOptions {
   preActivation?: Tensor;
   /** Multiplies the result by GELU'(g) with g laid out like C (dx through a GELU in one pass). */
   geluGradOf?: Tensor;
+  /**
+   * Added after the activation, laid out like C: a residual connection (`out = x + branch`) in the epilogue
+   * instead of a pass of its own. Must be in another buffer than C.
+   */
+  residual?: Tensor;
   /** C += result instead of C = result. */
   accumulate?: boolean;
   /** Scale of the product (before bias). Default 1. */
@@ -264,6 +269,13 @@ export function matmul(plan: Plan, c: Tensor, a: Tensor, b: Tensor, o: MatmulOpt
   checkOperand("C", c, offC, m, n, ldc, dims, strideC);
   if (o.preActivation) checkOperand("preActivation", o.preActivation, offC, m, n, ldc, dims, strideC);
   if (o.geluGradOf) checkOperand("geluGradOf", o.geluGradOf, offC, m, n, ldc, dims, strideC);
+  if (o.residual) {
+    checkOperand("residual", o.residual, offC, m, n, ldc, dims, strideC);
+    // Bound read-only beside the writable C: WebGPU refuses one buffer in both roles in a dispatch.
+    if (o.residual.buffer === c.buffer) {
+      throw new TypeError(`matmul: residual ${o.residual.label} shares C's buffer (use accumulate instead)`);
+    }
+  }
   if (o.bias && o.bias.size < n) {
     throw new TypeError(`matmul: bias ${o.bias.label} has ${o.bias.size} elements, expected ${n}`);
   }
@@ -271,7 +283,8 @@ export function matmul(plan: Plan, c: Tensor, a: Tensor, b: Tensor, o: MatmulOpt
     throw new RangeError(`matmul: ${batches} batches exceed one grid dimension`);
   }
   if (m === 0 || n === 0 || batches === 0) return;
-  const plain = !o.bias && !o.preActivation && !o.geluGradOf && (o.activation ?? "none") === "none";
+  const plain = !o.bias && !o.preActivation && !o.geluGradOf && !o.residual &&
+    (o.activation ?? "none") === "none";
   const kSplit = o.kSplit ?? (k >= 2 * MATMUL_K_SPLIT ? MATMUL_K_SPLIT : 0);
   if (plain && kSplit > 0 && k > kSplit) {
     if (!Number.isInteger(kSplit) || kSplit % 4 !== 0) {
@@ -307,7 +320,7 @@ export function matmul(plan: Plan, c: Tensor, a: Tensor, b: Tensor, o: MatmulOpt
   // vec4 stores: every row of C (and of the tensors laid out like it) starts at a multiple of 4, and n = 4·j so
   // a vec4 of columns is all inside C or all outside.
   const vecBinding = (t: Tensor | undefined) => t === undefined ? null : vec4Binding(t);
-  const outputs = [c, o.preActivation, o.geluGradOf, o.bias].map(vecBinding);
+  const outputs = [c, o.preActivation, o.geluGradOf, o.bias, o.residual].map(vecBinding);
   const vecC = shape.style !== "naive" && n % 4 === 0 && aligned(offC, ldc, strideC) &&
     outputs.every((x) => x !== undefined);
   const spec: MatmulKernelSpec = {
@@ -320,6 +333,7 @@ export function matmul(plan: Plan, c: Tensor, a: Tensor, b: Tensor, o: MatmulOpt
     activation: o.activation ?? "none",
     preActivation: o.preActivation !== undefined,
     geluGrad: o.geluGradOf !== undefined,
+    residual: o.residual !== undefined,
     accumulate: o.accumulate ?? false,
     subgroupSize: shape.style === "subgroup" ? gpu.subgroupSize : 0,
     vecC,
@@ -357,6 +371,7 @@ export function matmul(plan: Plan, c: Tensor, a: Tensor, b: Tensor, o: MatmulOpt
     ...(o.bias ? [vecC ? outputs[3]! : o.bias] : []),
     ...(o.preActivation ? [vecC ? outputs[1]! : o.preActivation] : []),
     ...(o.geluGradOf ? [vecC ? outputs[2]! : o.geluGradOf] : []),
+    ...(o.residual ? [vecC ? outputs[4]! : o.residual] : []),
   ];
   plan.dispatch(`matmul:${variant}`, matmulWgsl(spec), bindings, [gx, gy, batches]);
 }
@@ -429,14 +444,21 @@ function linearDims(kernel: string, x: Tensor, w: Tensor): { rows: number; inF: 
   return { rows: x.size / inF, inF, outF };
 }
 
-/** y[rows, out] = act(x[rows, in]·Wᵀ + b), W [out, in]; `preActivation` receives x·Wᵀ + b. */
+/**
+ * y[rows, out] = act(x[rows, in]·Wᵀ + b) (+ residual), W [out, in]; `preActivation` receives x·Wᵀ + b.
+ */
 export function linearForward(
   plan: Plan,
   y: Tensor,
   x: Tensor,
   w: Tensor,
   bias?: Tensor,
-  opts: { activation?: MatmulActivation; preActivation?: Tensor; variant?: MatmulVariant } = {},
+  opts: {
+    activation?: MatmulActivation;
+    preActivation?: Tensor;
+    residual?: Tensor;
+    variant?: MatmulVariant;
+  } = {},
 ): void {
   const { rows, inF, outF } = linearDims("linearForward", x, w);
   expectElements("linearForward", y, rows * outF, `[${rows}, ${outF}]`);
@@ -452,6 +474,7 @@ export function linearForward(
     bias,
     activation: opts.activation,
     preActivation: opts.preActivation,
+    residual: opts.residual,
     variant: opts.variant,
   });
 }

@@ -278,6 +278,29 @@ export function recordForward(plan: Plan, ctx: PassContext): void {
   const h0 = A.streamIn();
   if (rates.dropout > 0) dropoutForward(plan, h0, h0, { p: rates.dropout, seed: seedOf(ctx, 0) });
 
+  // out = residual + dropPath(dropout(x·Wᵀ + b)) of the linear layer `layer`. Without drop-path and dropout the
+  // residual is added in the matmul's epilogue and `scratch` is not used.
+  const residualBranch = (
+    out: Tensor,
+    residual: Tensor,
+    scratch: Tensor,
+    x: Tensor,
+    layer: string,
+    dropPath: ReturnType<typeof dropPathOf>,
+    dropoutWord: number,
+  ) => {
+    const w = P.get(`${layer}.weight`), b = P.get(`${layer}.bias`);
+    if (dropPath.p === 0 && rates.dropout === 0) {
+      linearForward(plan, out, x, w, b, { residual });
+      return;
+    }
+    linearForward(plan, scratch, x, w, b);
+    if (rates.dropout > 0) {
+      dropoutForward(plan, scratch, scratch, { p: rates.dropout, seed: seedOf(ctx, dropoutWord) });
+    }
+    residualDropPath(plan, out, residual, scratch, dropPath);
+  };
+
   // Encoder blocks.
   for (let i = 0; i < c.layers; i++) {
     const p = `classifier.blocks.${i}`;
@@ -305,11 +328,7 @@ export function recordForward(plan: Plan, ctx: PassContext): void {
       dropout: rates.attentionDropout,
       seed: rates.attentionDropout > 0 ? seedOf(ctx, seeds.attention) : undefined,
     });
-    linearForward(plan, proj, att, P.get(`${p}.self_attn.proj.weight`), P.get(`${p}.self_attn.proj.bias`));
-    if (rates.dropout > 0) {
-      dropoutForward(plan, proj, proj, { p: rates.dropout, seed: seedOf(ctx, seeds.proj) });
-    }
-    residualDropPath(plan, a, h, proj, dropPathOf(ctx, i, seeds.dropPath1));
+    residualBranch(a, h, proj, att, `${p}.self_attn.proj`, dropPathOf(ctx, i, seeds.dropPath1), seeds.proj);
     // The official quirk: the stream is replaced by its LayerNorm (SPEC §1).
     layerNormForward(
       plan,
@@ -326,9 +345,7 @@ export function recordForward(plan: Plan, ctx: PassContext): void {
       preActivation: f1,
     });
     if (rates.dropout > 0) dropoutForward(plan, g, g, { p: rates.dropout, seed: seedOf(ctx, seeds.mlp1) });
-    linearForward(plan, f2, g, P.get(`${p}.linear2.weight`), P.get(`${p}.linear2.bias`));
-    if (rates.dropout > 0) dropoutForward(plan, f2, f2, { p: rates.dropout, seed: seedOf(ctx, seeds.mlp2) });
-    residualDropPath(plan, hNext, n1, f2, dropPathOf(ctx, i, seeds.dropPath2));
+    residualBranch(hNext, n1, f2, g, `${p}.linear2`, dropPathOf(ctx, i, seeds.dropPath2), seeds.mlp2);
   }
 
   // Head.
@@ -434,6 +451,17 @@ export function recordBackward(plan: Plan, ctx: PassContext, grads: TensorTable)
   const dbranch = A.get("dbranch"), dwide = A.get("dwide");
   const r = c.dim * c.mlpRatio;
   const dwideR = dwide.prefix([B, N, r]), dwide3 = dwide.prefix([B, N, 3 * d]);
+  // ∂ of a residual branch `out = residual + dropPath(dropout(branch))`, given ∂out (which stays ∂residual).
+  // Without drop-path and dropout it is ∂out itself: read it in place instead of copying it (the branch's
+  // backward only reads it, and the residual's gradient is not written until that is done).
+  const branchGradient = (dout: Tensor, dropPath: ReturnType<typeof dropPathOf>, dropoutWord: number) => {
+    if (dropPath.p === 0 && rates.dropout === 0) return dout;
+    residualDropPathBackward(plan, dout, dbranch, dout, dropPath);
+    if (rates.dropout > 0) {
+      dropoutBackward(plan, dbranch, dbranch, { p: rates.dropout, seed: seedOf(ctx, dropoutWord) });
+    }
+    return dbranch;
+  };
 
   // Head.
   linearBackward(
@@ -478,10 +506,7 @@ export function recordBackward(plan: Plan, ctx: PassContext, grads: TensorTable)
     const p = `classifier.blocks.${i}`;
     const seeds = blockSeeds(i);
     // h_{i+1} = n1 + dropPath(dropout(f2)): ∂n1 starts as dstream itself.
-    residualDropPathBackward(plan, dstream, dbranch, dstream, dropPathOf(ctx, i, seeds.dropPath2));
-    if (rates.dropout > 0) {
-      dropoutBackward(plan, dbranch, dbranch, { p: rates.dropout, seed: seedOf(ctx, seeds.mlp2) });
-    }
+    const dmlp = branchGradient(dstream, dropPathOf(ctx, i, seeds.dropPath2), seeds.mlp2);
     // f2 = dropout(gelu(f1))·W2ᵀ + b2; f1 = n1·W1ᵀ + b1.
     if (rates.dropout > 0) {
       const dgelu = A.get("dgelu");
@@ -490,7 +515,7 @@ export function recordBackward(plan: Plan, ctx: PassContext, grads: TensorTable)
         dgelu,
         G(`${p}.linear2.weight`),
         G(`${p}.linear2.bias`),
-        dbranch,
+        dmlp,
         A.block("g", i),
         P.get(`${p}.linear2.weight`),
       );
@@ -502,7 +527,7 @@ export function recordBackward(plan: Plan, ctx: PassContext, grads: TensorTable)
         dwideR,
         G(`${p}.linear2.weight`),
         G(`${p}.linear2.bias`),
-        dbranch,
+        dmlp,
         A.block("g", i),
         P.get(`${p}.linear2.weight`),
         { geluGradOf: A.block("f1", i) },
@@ -532,16 +557,13 @@ export function recordBackward(plan: Plan, ctx: PassContext, grads: TensorTable)
       { rows, dim: d },
     );
     // a = h + dropPath(dropout(proj)): ∂h starts as dscratch.
-    residualDropPathBackward(plan, dscratch, dbranch, dscratch, dropPathOf(ctx, i, seeds.dropPath1));
-    if (rates.dropout > 0) {
-      dropoutBackward(plan, dbranch, dbranch, { p: rates.dropout, seed: seedOf(ctx, seeds.proj) });
-    }
+    const dproj = branchGradient(dscratch, dropPathOf(ctx, i, seeds.dropPath1), seeds.proj);
     linearBackward(
       plan,
       dstream,
       G(`${p}.self_attn.proj.weight`),
       G(`${p}.self_attn.proj.bias`),
-      dbranch,
+      dproj,
       A.block("att", i),
       P.get(`${p}.self_attn.proj.weight`),
     );

@@ -193,7 +193,7 @@ Deno.test("reference matmul with transB equals the reference linear layer", () =
 });
 
 for (const variant of ["blocked8x8", "blocked4x4", "subgroup16x8", "subgroup32x8", "naive"] as const) {
-  Deno.test(`${variant} epilogue applies alpha, bias, GELU and relu, writes the pre-activation and accumulates`, async (t) => {
+  Deno.test(`${variant} epilogue applies alpha, bias, GELU, relu and a residual, writes the pre-activation and accumulates`, async (t) => {
     const gpu = await testGpu();
     if (!variantsOf(gpu).includes(variant)) {
       // GL has no subgroups: the variant is unavailable there by design, and the others cover this backend.
@@ -212,12 +212,15 @@ async function checkEpilogue(gpu: Gpu, variant: MatmulVariant, n: number): Promi
   const at = upload(gpu, a, [m, k]), bt = upload(gpu, b, [k, n]), biasT = upload(gpu, bias, [n]);
   const gelu = poisoned(gpu, [m, n]), pre = poisoned(gpu, [m, n]), relu = poisoned(gpu, [m, n]);
   const acc = upload(gpu, base, [m, n]), dgelu = poisoned(gpu, [m, n]);
+  // A residual (added after the activation).
+  const res = poisoned(gpu, [m, n]);
   const o: MatmulOptions = { m, n, k, alpha: 0.37, variant };
   await runPlan(gpu, (plan) => {
     matmul(plan, gelu, at, bt, { ...o, bias: biasT, activation: "gelu", preActivation: pre });
     matmul(plan, relu, at, bt, { ...o, bias: biasT, activation: "relu" });
     matmul(plan, acc, at, bt, { ...o, accumulate: true });
     matmul(plan, dgelu, at, bt, { ...o, geluGradOf: upload(gpu, g, [m, n]) });
+    matmul(plan, res, at, bt, { ...o, bias: biasT, activation: "gelu", residual: upload(gpu, base, [m, n]) });
   });
   const zero = new Float64Array(m * n);
   const r0 = { m, n, k, alpha: 0.37 };
@@ -245,6 +248,8 @@ async function checkEpilogue(gpu: Gpu, variant: MatmulVariant, n: number): Promi
     ref.matmul(zero, a, b, { ...r0, geluGradOf: g }).c,
     TOL,
   );
+  const plusBase = (x: Float64Array) => x.map((v, i) => v + base[i]);
+  await expectTensor(gpu, `residual (n ${n})`, res, plusBase(r.c), TOL);
 }
 
 /**
@@ -441,5 +446,18 @@ Deno.test("matmul rejects operands too small for the requested shape, naming the
     typeError = e instanceof TypeError && e.message.includes("a");
   }
   if (!typeError) throw new Error("linearForward accepted x [4, 3] for W [5, 4]");
+  const c5 = poisoned(gpu, [4, 5], "c5");
+  let residualError = "";
+  try {
+    matmul(plan, c5, a, b, { m: 4, n: 5, k: 3, residual: c5 });
+  } catch (e) {
+    if (!(e instanceof TypeError)) throw e;
+    residualError = e.message;
+  }
+  if (!residualError.includes("residual c5")) {
+    throw new Error(
+      `expected a TypeError naming the residual that shares C's buffer, got "${residualError}"`,
+    );
+  }
   plan.destroy();
 });
