@@ -290,7 +290,7 @@ export function recordForward(plan: Plan, ctx: PassContext): void {
     dropoutWord: number,
   ) => {
     const w = P.get(`${layer}.weight`), b = P.get(`${layer}.bias`);
-    if (dropPath.p === 0 && rates.dropout === 0) {
+    if (plainBranch(ctx, dropPath)) {
       linearForward(plan, out, x, w, b, { residual });
       return;
     }
@@ -427,6 +427,11 @@ function poolSizes(s: ConvStage, B: number, last: boolean) {
   };
 }
 
+/** A residual branch without drop-path or dropout: its add runs in the matmul epilogue, its gradient in place. */
+function plainBranch(ctx: PassContext, dropPath: ReturnType<typeof dropPathOf>): boolean {
+  return dropPath.p === 0 && ctx.rates.dropout === 0;
+}
+
 function dropPathOf(ctx: PassContext, i: number, word: number) {
   const p = ctx.rates.dropPath[i];
   return {
@@ -455,7 +460,7 @@ export function recordBackward(plan: Plan, ctx: PassContext, grads: TensorTable)
   // Without drop-path and dropout it is ∂out itself: read it in place instead of copying it (the branch's
   // backward only reads it, and the residual's gradient is not written until that is done).
   const branchGradient = (dout: Tensor, dropPath: ReturnType<typeof dropPathOf>, dropoutWord: number) => {
-    if (dropPath.p === 0 && rates.dropout === 0) return dout;
+    if (plainBranch(ctx, dropPath)) return dout;
     residualDropPathBackward(plan, dout, dbranch, dout, dropPath);
     if (rates.dropout > 0) {
       dropoutBackward(plan, dbranch, dbranch, { p: rates.dropout, seed: seedOf(ctx, dropoutWord) });
