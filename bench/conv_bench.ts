@@ -5,7 +5,9 @@
  * plan (one output per invocation) for comparison, and on adapters with subgroups each conv case also times the
  * blocked variant next to the default, and every pass the "subgroup" and "subgroupGemm" variants (the default
  * picks one of them by the reduction's channel count); the weight gradient also two other tiles of its
- * implicit GEMM (`gemm 32×2 u2`, narrower, and `gemm row 64`, the stride-1 sliding-window kernel).
+ * implicit GEMM (`gemm 32×2 u2`, narrower, and `gemm row 64`, the stride-1 sliding-window kernel). The 3×3
+ * stride-1 forward and backward-data also time the "winograd" variant with F(2×2) and F(4×4) tiles (and, with
+ * subgroups, its products on the 32×8 matmul tile instead of the batched default).
  *
  * Run: `deno run --allow-read=. --allow-env bench/conv_bench.ts [name filter] [--no-naive] [--batch=N] [--cpu]`.
  * `--cpu` also reports GFLOP per CPU-second of this process (llvmpipe's threads run in it), a figure that other
@@ -31,6 +33,7 @@ import {
   type PoolVariant,
   type WeightGemmTile,
 } from "../lib/kernels/conv.ts";
+import { conv2dWinograd } from "../lib/kernels/winograd.ts";
 
 /** A tensor of small pseudo-random values (content does not change the timing, but keeps numbers finite). */
 function filled(gpu: Gpu, shape: number[], label: string): Tensor {
@@ -71,9 +74,9 @@ function convCase(
     build(gpu) {
       const x = filled(gpu, s.x, "x"), w = filled(gpu, s.w, "w"), y = filled(gpu, s.y, "y");
       const bias = o.bias ? filled(gpu, [o.outChannels], "bias") : undefined;
-      const record = (variant?: ConvVariant) => {
+      const record = (variant?: ConvVariant, extra: Partial<Conv2dOptions> = {}) => {
         const plan = new Plan(gpu, `${title} ${pass} ${variant ?? "default"}`);
-        const opts = { ...o, variant };
+        const opts = { ...o, variant, ...extra };
         if (pass === "forward") conv2dForward(plan, y, x, w, bias, opts);
         else if (pass === "backward data") conv2dBackwardData(plan, x, y, w, opts);
         else {
@@ -84,14 +87,35 @@ function convCase(
       };
       // The default is a subgroup kernel where the adapter has subgroups; the blocked one is then a variant.
       const subgroups = gpu.hasSubgroups && gpu.subgroupSize === 8;
-      const variants: Record<string, Plan> | undefined = subgroups
-        ? { blocked: record("blocked") }
-        : undefined;
-      if (variants) {
+      const variants: Record<string, Plan> = {};
+      if (subgroups) {
+        variants.blocked = record("blocked");
         variants.subgroup = record("subgroup");
         variants.subgroupGemm = record("subgroupGemm");
       }
-      if (variants && pass === "backward weights") {
+      if (pass !== "backward weights" && o.kernel === 3 && o.stride === 1) {
+        for (const tile of [2, 4] as const) {
+          variants[`winograd F${tile}`] = record("winograd", { winogradTile: tile });
+          if (!subgroups) continue;
+          // The α² products on the linear layers' taller tile instead of the batched default.
+          const plan = new Plan(gpu, `${title} ${pass} winograd F${tile} 32×8`);
+          const { relu: _relu, bias: _bias, kernel: _k, stride: _s, ...sizes } = o;
+          if (pass === "forward") {
+            conv2dWinograd(plan, y, x, w, {
+              ...sizes,
+              pass: "forward",
+              relu: o.relu ?? false,
+              ...(bias ? { bias } : {}),
+              tile,
+              matmulVariant: "subgroup32x8",
+            });
+          } else {
+            conv2dWinograd(plan, x, y, w, { ...sizes, pass: "data", tile, matmulVariant: "subgroup32x8" });
+          }
+          variants[`winograd F${tile} 32×8`] = plan;
+        }
+      }
+      if (subgroups && pass === "backward weights") {
         const tiles: Record<string, WeightGemmTile> = {
           "gemm 32×2 u2": { channels: 32, columns: 2, unroll: 2 },
           "gemm row 64": { channels: 64, columns: 1, unroll: 1, row: true },
@@ -108,7 +132,11 @@ function convCase(
           variants[label] = plan;
         }
       }
-      return Promise.resolve({ plan: record(), naive: record("naive"), variants });
+      return Promise.resolve({
+        plan: record(),
+        naive: record("naive"),
+        variants: Object.keys(variants).length > 0 ? variants : undefined,
+      });
     },
   };
 }

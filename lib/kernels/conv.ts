@@ -42,11 +42,12 @@ import {
   tapRowsPerBlock,
 } from "../../shaders/conv.ts";
 import { positiveInt } from "./_check.ts";
+import { conv2dWinograd, type WinogradScratch, type WinogradTile } from "./winograd.ts";
 
 export type { ConvLayout } from "../../shaders/conv.ts";
 
 /** Kernel variants of the conv2d family. */
-export type ConvVariant = "subgroupGemm" | "subgroup" | "blocked" | "naive";
+export type ConvVariant = "winograd" | "subgroupGemm" | "subgroup" | "blocked" | "naive";
 
 /** Sizes of one conv2d layer. */
 export interface Conv2dOptions {
@@ -69,6 +70,8 @@ export interface Conv2dOptions {
    * The weight gradient has its own implicit-GEMM kernel for "subgroupGemm" (the default with subgroups from
    * {@link WEIGHT_GEMM_MIN_CHANNELS} input channels on); its "subgroup" kernel needs C_out = 4·n and ≥ 8 (input
    * channel, tap-row) blocks (not the 1-channel first layer), otherwise it runs the blocked kernel.
+   * "winograd" (3×3 stride-1 forward and backward-data on any adapter, `lib/kernels/winograd.ts`) computes
+   * the conv as F(m×m, 3×3) transforms around one batched matmul; the weight gradient then takes its default.
    */
   variant?: ConvVariant;
   /**
@@ -76,6 +79,8 @@ export interface Conv2dOptions {
    * (4·n) and reduction vec4s per inner-loop iteration; default {@link GEMM_TILE}.
    */
   gemmTile?: { pixels: number; channels: number; unroll: number };
+  /** Output tile of the "winograd" variant (forward and backward-data of 3×3 stride-1 convs): F(2×2) or F(4×4). */
+  winogradTile?: WinogradTile;
 }
 
 /** Options of the conv2d forward. */
@@ -92,6 +97,22 @@ export interface Conv2dForwardOptions extends Conv2dOptions {
    * receives x channels-last; created when omitted.
    */
   inputScratch?: Tensor;
+  /** For the "winograd" variant: its scratch buffers (see `winogradScratchSizes`); created when omitted. */
+  winogradScratch?: WinogradScratch;
+}
+
+/** The sizes {@link conv2dWinograd} takes from a conv's options. */
+function winogradSizes(o: Conv2dOptions) {
+  return {
+    batch: o.batch,
+    inChannels: o.inChannels,
+    height: o.height,
+    width: o.width,
+    outChannels: o.outChannels,
+    padding: o.padding,
+    outLayout: o.outLayout ?? "nchw",
+    ...(o.winogradTile ? { tile: o.winogradTile } : {}),
+  };
 }
 
 /** Options of the conv2d backwards. */
@@ -126,6 +147,8 @@ export interface Conv2dBackwardDataOptions extends Conv2dBackwardOptions {
   dyScratch?: Tensor;
   /** dy's channels-last copy shared with the weight gradient ({@link prepareConvGradient}); `dyScratch` is then unused. */
   preparedDy?: PreparedConvGradient;
+  /** For the "winograd" variant: its scratch buffers (see `winogradScratchSizes`); created when omitted. */
+  winogradScratch?: WinogradScratch;
 }
 
 /** Options of the weight gradient, whose pixel reduction may be split for parallelism. */
@@ -234,8 +257,17 @@ function chooseVariant(
   kernel: string,
   plan: Plan,
   wanted: ConvVariant | undefined,
-  reduction = 0,
+  reduction: number,
+  o: Conv2dOptions,
 ): ConvVariant {
+  if (wanted === "winograd") {
+    if (o.kernel !== 3 || o.stride !== 1) {
+      throw new RangeError(
+        `${kernel}: the winograd variant needs a 3×3 kernel of stride 1, got ${o.kernel}×${o.kernel} stride ${o.stride}`,
+      );
+    }
+    return wanted;
+  }
   const subgroups = plan.gpu.hasSubgroups && plan.gpu.subgroupSize === 8;
   if ((wanted === "subgroup" || wanted === "subgroupGemm") && !subgroups) {
     throw new RangeError(
@@ -500,7 +532,17 @@ export function conv2dForward(
     layout: g.layout,
   };
   const bindings = bias ? [y, x, w, bias] : [y, x, w];
-  const variant = chooseVariant("conv2dForward", plan, o.variant, g.cin);
+  const variant = chooseVariant("conv2dForward", plan, o.variant, g.cin, o);
+  if (variant === "winograd") {
+    conv2dWinograd(plan, y, x, w, {
+      ...winogradSizes(o),
+      pass: "forward",
+      ...(bias ? { bias } : {}),
+      relu: o.relu ?? false,
+      scratch: o.winogradScratch,
+    });
+    return;
+  }
   if (variant === "naive") {
     plan.dispatch(
       "conv2dForwardNaive",
@@ -570,7 +612,16 @@ export function conv2dBackwardData(
     layout: g.layout,
     accumulate: o.accumulate ?? false,
   };
-  const variant = chooseVariant("conv2dBackwardData", plan, o.variant, g.cout);
+  const variant = chooseVariant("conv2dBackwardData", plan, o.variant, g.cout, o);
+  if (variant === "winograd") {
+    conv2dWinograd(plan, dx, dy, w, {
+      ...winogradSizes(o),
+      pass: "data",
+      accumulate: o.accumulate ?? false,
+      scratch: o.winogradScratch,
+    });
+    return;
+  }
   if (variant === "naive") {
     plan.dispatch(
       "conv2dBackwardDataNaive",
@@ -734,7 +785,8 @@ function weightSplits(k: WeightBlocking): number {
  * "subgroupGemm" from {@link WEIGHT_GEMM_MIN_CHANNELS} input channels on and "subgroup" below, else "blocked".
  */
 function weightVariant(o: Conv2dOptions, gpu: Gpu | undefined): ConvVariant {
-  if (o.variant) return o.variant;
+  // The weight gradient has no Winograd form here: that variant takes the default kernel.
+  if (o.variant && o.variant !== "winograd") return o.variant;
   if (!(gpu?.hasSubgroups && gpu.subgroupSize === 8)) return "blocked";
   return o.inChannels >= WEIGHT_GEMM_MIN_CHANNELS ? "subgroupGemm" : "subgroup";
 }
@@ -781,7 +833,7 @@ export function conv2dBackwardWeights(
   expectSize(name, dy, outShape(g));
   expectSize(name, x, [g.b, g.cin, g.h, g.w]);
   const accumulate = o.accumulate ?? false;
-  chooseVariant(name, plan, o.variant);
+  chooseVariant(name, plan, o.variant === "winograd" ? undefined : o.variant, 0, o); // refuses what the adapter lacks
   const k = weightBlocking(g, o.kernel, weightVariant(o, plan.gpu), weightGemmTile(o), o.stride);
   const n = g.cout * g.cin * o.kernel * o.kernel;
   const dims = convDims(g, k.rBlocks, k.coBlocks);
