@@ -101,20 +101,6 @@ export interface Conv2dForwardOptions extends Conv2dOptions {
   winogradScratch?: WinogradScratch;
 }
 
-/** The sizes {@link conv2dWinograd} takes from a conv's options. */
-function winogradSizes(o: Conv2dOptions) {
-  return {
-    batch: o.batch,
-    inChannels: o.inChannels,
-    height: o.height,
-    width: o.width,
-    outChannels: o.outChannels,
-    padding: o.padding,
-    outLayout: o.outLayout ?? "nchw",
-    ...(o.winogradTile ? { tile: o.winogradTile } : {}),
-  };
-}
-
 /** Options of the conv2d backwards. */
 export interface Conv2dBackwardOptions extends Conv2dOptions {
   /** Add into the gradient instead of overwriting it. */
@@ -248,6 +234,20 @@ const SUBGROUP_PIXELS = 4;
  * conv2 64→128: ≈ 1.6×).
  */
 const GEMM_MIN_REDUCTION = 8;
+
+/** The sizes {@link conv2dWinograd} takes from a conv's options. */
+function winogradSizes(o: Conv2dOptions) {
+  return {
+    batch: o.batch,
+    inChannels: o.inChannels,
+    height: o.height,
+    width: o.width,
+    outChannels: o.outChannels,
+    padding: o.padding,
+    outLayout: o.outLayout ?? "nchw",
+    ...(o.winogradTile ? { tile: o.winogradTile } : {}),
+  };
+}
 
 /**
  * The variant used when the caller names none (given the reduction channels of the pass), or validates a named
@@ -806,7 +806,7 @@ export function conv2dWeightSplits(o: Conv2dBackwardWeightsOptions, gpu?: Gpu): 
  */
 export function conv2dWeightScratchSize(o: Conv2dBackwardWeightsOptions, gpu?: Gpu): number {
   const n = o.outChannels * o.inChannels * o.kernel * o.kernel;
-  const variants: ConvVariant[] = o.variant || gpu
+  const variants: ConvVariant[] = (o.variant && o.variant !== "winograd") || gpu
     ? [weightVariant(o, gpu)]
     : ["blocked", "subgroup", "subgroupGemm"];
   const splits = o.splits ?? Math.max(...variants.map((variant) => conv2dWeightSplits({ ...o, variant })));
