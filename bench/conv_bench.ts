@@ -33,7 +33,7 @@ import {
   type PoolVariant,
   type WeightGemmTile,
 } from "../lib/kernels/conv.ts";
-import { conv2dWinograd } from "../lib/kernels/winograd.ts";
+import { conv2dWinograd, winogradFits } from "../lib/kernels/winograd.ts";
 
 /** A tensor of small pseudo-random values (content does not change the timing, but keeps numbers finite). */
 function filled(gpu: Gpu, shape: number[], label: string): Tensor {
@@ -95,11 +95,13 @@ function convCase(
       }
       if (pass !== "backward weights" && o.kernel === 3 && o.stride === 1) {
         for (const tile of [2, 4] as const) {
+          const { relu: _relu, bias: _bias, kernel: _k, stride: _s, ...sizes } = o;
+          // Large maps (CCT-7's 256-channel 32×32 conv) need more scratch than one binding may hold.
+          if (!winogradFits(gpu, { ...sizes, pass: pass === "forward" ? "forward" : "data", tile })) continue;
           variants[`winograd F${tile}`] = record("winograd", { winogradTile: tile });
           if (!subgroups) continue;
           // The α² products on the linear layers' taller tile instead of the batched default.
           const plan = new Plan(gpu, `${title} ${pass} winograd F${tile} 32×8`);
-          const { relu: _relu, bias: _bias, kernel: _k, stride: _s, ...sizes } = o;
           if (pass === "forward") {
             conv2dWinograd(plan, y, x, w, {
               ...sizes,
