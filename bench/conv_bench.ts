@@ -6,8 +6,8 @@
  * blocked variant next to the default, and every pass the "subgroup" and "subgroupGemm" variants (the default
  * picks one of them by the reduction's channel count); the weight gradient also two other tiles of its
  * implicit GEMM (`gemm 32×2 u2`, narrower, and `gemm row 64`, the stride-1 sliding-window kernel). The 3×3
- * stride-1 forward and backward-data also time the "winograd" variant with F(2×2) and F(4×4) tiles (and, with
- * subgroups, its products on the 32×8 matmul tile instead of the batched default).
+ * stride-1 forward and backward-data also time the "winograd" variant with F(2×2) and F(4×4) tiles where its scratch
+ * fits one binding (and, with subgroups, its products on the 32×8 matmul tile instead of the batched default).
  *
  * Run: `deno run --allow-read=. --allow-env bench/conv_bench.ts [name filter] [--no-naive] [--batch=N] [--cpu]`.
  * `--cpu` also reports GFLOP per CPU-second of this process (llvmpipe's threads run in it), a figure that other
