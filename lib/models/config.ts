@@ -185,9 +185,29 @@ export function modelNames(): string[] {
 }
 
 /**
+ * A variant the registry lacks but the paper's naming spells out: `cct_<blocks>_<kernel>x<convs>_<size>` and
+ * `vit|cvt_<blocks>_<patch>_<size>`, optionally `_sine`, with a depth that has a width (2, 4, 6, 7, 14), e.g.
+ * `cct_2_7x1_32` (one 7×7 stride-2 conv: 49 tokens from 28×28 at half the step time of cct_2_3x2 here).
+ */
+function variantFromName(name: string): Variant | undefined {
+  const m = /^(cct|cvt|vit)_(\d+)_(\d+)(?:x(\d+))?_(\d+)(_sine)?$/.exec(name);
+  if (!m || (m[1] === "cct") !== (m[4] !== undefined) || !(Number(m[2]) in widths)) return undefined;
+  return {
+    family: m[1] as Family,
+    layers: Number(m[2]),
+    kernelSize: Number(m[3]),
+    convLayers: m[4] === undefined ? 1 : Number(m[4]),
+    imgSize: Number(m[5]),
+    numClasses: 10,
+    positionalEmbedding: m[6] ? "sine" : "learnable",
+  };
+}
+
+/**
  * The full configuration of a registered model, with overrides applied.
  *
- * @param name A registered name (see {@link modelNames}), e.g. `"cct_7_3x1_32"`.
+ * @param name A registered name (see {@link modelNames}), e.g. `"cct_7_3x1_32"`, or another tokenizer or size
+ * in the same grammar, e.g. `"cct_2_7x1_28"` (one 7×7 conv layer) or `"vit_4_7_28"` (patch 7).
  * @param options Overrides of the input geometry, classes and regularisation.
  * @returns The complete, validated configuration.
  * @throws {RangeError} If `name` is unknown (the message lists close names) or an override is invalid.
@@ -202,7 +222,7 @@ export function modelNames(): string[] {
  * ```
  */
 export function modelConfig(name: string, options: ModelOptions = {}): ModelConfig {
-  const v = registry.get(name);
+  const v = registry.get(name) ?? variantFromName(name);
   if (!v) {
     const stem = name.split("_").slice(0, 2).join("_");
     const near = modelNames().filter((n) => n.startsWith(stem));

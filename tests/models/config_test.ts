@@ -5,6 +5,7 @@ import {
   parameterCount,
   parameterSpecs,
   sequenceLength,
+  tokenCount,
 } from "../../lib/models/config.ts";
 import { initParameters, sinePositionalTable } from "../../lib/models/init.ts";
 import { assertClose, assertEquals, assertThrows } from "../support/check.ts";
@@ -67,6 +68,27 @@ Deno.test("every registered name builds, with sine and c100 twins", () => {
   assertEquals(modelConfig("cct_7_3x1_32_sine").positionalEmbedding, "sine");
   assertEquals(modelConfig("cct_7_3x1_32_sine_c100").numClasses, 100);
   for (const n of names) modelConfig(n);
+});
+
+Deno.test("names in the paper's grammar build variants the registry lacks", () => {
+  const c = modelConfig("cct_2_7x1_28", { inChannels: 1 });
+  assertEquals([c.name, c.kernelSize, c.convLayers, c.imgHeight, c.dim, c.heads], [
+    "cct_2_7x1_28",
+    7,
+    1,
+    28,
+    128,
+    2,
+  ]);
+  assertEquals(tokenCount(c), 49); // 28 → 14 (7×7 stride 2) → 7 (pool)
+  const twoStage = modelConfig("cct_2_3x2_32", { imgSize: 28, inChannels: 1 });
+  assertEquals(parameterCount(c), parameterCount(twoStage) - 64 * 9 - 128 * 64 * 9 + 128 * 49);
+  assertEquals(modelConfig("cct_4_7x1_32_sine").positionalEmbedding, "sine");
+  const vit = modelConfig("vit_4_7_28");
+  assertEquals([vit.family, vit.kernelSize, tokenCount(vit)], ["vit", 7, 16]);
+  for (const bad of ["cct_9_7x1_32", "cct_2_7_32", "vit_2_4x1_32", "cct_2_7x1", "cct_2_7x1_32_c100"]) {
+    assertThrows(() => modelConfig(bad), RangeError, `unknown model "${bad}"`);
+  }
 });
 
 Deno.test("bad options give RangeErrors that say what is wrong", () => {
