@@ -1,6 +1,7 @@
 /**
  * Benchmarks of the convolutional tokenizer kernels at batch 128: CCT-2/3x2 on 1×28×28 (conv1 1→64 k3 28×28,
- * pool → 14×14, conv2 64→128 k3 14×14, pool → 7×7 = 49 tokens), CCT-7/3x1 on 3×32×32 (conv 3→256 k3, pool →
+ * pool → 14×14, conv2 64→128 k3 14×14, pool → 7×7 = 49 tokens), CCT-2/7x1 on 1×28×28 (conv 1→128 k7 stride 2,
+ * pool → 7×7 = 49 tokens), CCT-7/3x1 on 3×32×32 (conv 3→256 k3, pool →
  * 16×16 = 256 tokens) and the ViT/CVT patch embedding 3×32×32 P4 → 64 tokens of d 256. Each case has a naive
  * plan (one output per invocation) for comparison, and on adapters with subgroups each conv case also times the
  * blocked variant next to the default, and every pass the "subgroup" and "subgroupGemm" variants (the default
@@ -191,6 +192,8 @@ export function convCases(batch: number): BenchCase[] {
   };
   const cct2Conv2 = { ...cct2Conv1, inChannels: 64, height: 14, width: 14, outChannels: 128 };
   const cct7Conv = { ...cct2Conv1, inChannels: 3, height: 32, width: 32, outChannels: 256 };
+  // CCT-2/7x1 on 28×28: one 7×7 stride-2 conv, pool → 7×7 = 49 tokens.
+  const cct2Stem7 = { ...cct2Conv1, outChannels: 128, kernel: 7, stride: 2, padding: 3 };
   const patchEmbedding = {
     batch,
     inChannels: 3,
@@ -223,6 +226,13 @@ export function convCases(batch: number): BenchCase[] {
     convCase("cct_2 conv2", cct2Conv2, "backward data"),
     poolCase("cct_2 pool1", { ...pool, channels: 64, height: 28, width: 28 }, "backward"),
     convCase("cct_2 conv1", cct2Conv1, "backward weights"),
+    convCase("cct_2_7x1 conv", cct2Stem7, "forward"),
+    poolCase(
+      "cct_2_7x1 pool",
+      { ...pool, channels: 128, height: 14, width: 14, outLayout: "tokens" },
+      "backward",
+    ),
+    convCase("cct_2_7x1 conv", cct2Stem7, "backward weights"),
     convCase("cct_7 conv", cct7Conv, "forward"),
     poolCase("cct_7 pool", { ...pool, channels: 256, height: 32, width: 32, outLayout: "tokens" }, "forward"),
     convCase("cct_7 conv", cct7Conv, "backward weights"),

@@ -68,8 +68,9 @@ export interface Conv2dOptions {
    * ≥ 8 channels) or "subgroup" (the default below that: the first layer); on every adapter "blocked"
    * (register-blocked; the default without subgroups) or "naive" (one output per invocation, for comparison).
    * The weight gradient has its own implicit-GEMM kernel for "subgroupGemm" (the default with subgroups from
-   * {@link WEIGHT_GEMM_MIN_CHANNELS} input channels on); its "subgroup" kernel needs C_out = 4·n and ≥ 8 (input
-   * channel, tap-row) blocks (not the 1-channel first layer), otherwise it runs the blocked kernel.
+   * {@link WEIGHT_GEMM_MIN_CHANNELS} input channels on); its "subgroup" kernel needs C_out = 4·n and ≥ 7 (input
+   * channel, tap-row) blocks (a kernel past 3×3 has one per tap row: the 1-channel 7×7 stem of a `cct_*_7x1`
+   * qualifies, the 1-channel 3×3 first layer does not), otherwise it runs the blocked kernel.
    * "winograd" (3×3 stride-1 forward and backward-data on any adapter, `lib/kernels/winograd.ts`) computes
    * the conv as F(m×m, 3×3) transforms around one batched matmul; the weight gradient then takes its default.
    */
@@ -674,6 +675,9 @@ export function conv2dBackwardData(
 /** Tap rows per lane of the subgroup weight gradient (3×3: all 3 rows, 9 taps × 32 channels per lane). */
 const SUBGROUP_WEIGHT_ROWS = 3;
 
+/** (Input channel, tap row) blocks from which the subgroup weight gradient runs: 7 of 8 lanes busy. */
+const SUBGROUP_WEIGHT_MIN_BLOCKS = 7;
+
 /**
  * Input channels from which the implicit-GEMM weight gradient is the default where subgroups of width 8 exist.
  * Below it the channels-last copies of dy and x cost more than the GEMM saves (measured at batch 128, loaded
@@ -748,9 +752,11 @@ function weightBlocking(
     };
   }
   if (variant === "subgroup") {
-    const rows = Math.min(SUBGROUP_WEIGHT_ROWS, kernel);
+    // Kernels past 3×3 go one tap row per lane: more (ci, row) blocks to fill the 8 lanes (a one-channel 7×7
+    // stem has 7 instead of 3 of 8 busy).
+    const rows = kernel <= SUBGROUP_WEIGHT_ROWS ? kernel : 1;
     const rBlocks = g.cin * Math.ceil(kernel / rows);
-    if (g.cout % 4 === 0 && rBlocks >= 8) {
+    if (g.cout % 4 === 0 && rBlocks >= SUBGROUP_WEIGHT_MIN_BLOCKS) {
       const coBlocks = Math.ceil(g.cout / 32);
       return {
         variant,

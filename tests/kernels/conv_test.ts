@@ -113,6 +113,19 @@ const convCases: ConvCase[] = [
     padding: 1,
   },
   {
+    // subgroup weight gradient: one channel × 7 tap rows = 7 blocks, one lane idle; 36 = 32 + 4 channels
+    title: "a 1→36-channel k7 s2 p3 conv (the CCT 7x1 stem) with ReLU on 11×10",
+    batch: 2,
+    inChannels: 1,
+    height: 11,
+    width: 10,
+    outChannels: 36,
+    kernel: 7,
+    stride: 2,
+    padding: 3,
+    relu: true,
+  },
+  {
     // subgroup weight gradient: 10 (ci, row) blocks = a full and a partial lane group; 36 = 32 + 4 channels
     title: "a 10→36-channel k3 s2 p1 conv in NCHW on 9×7 (partial lane group and channel block)",
     batch: 2,
@@ -126,7 +139,7 @@ const convCases: ConvCase[] = [
     relu: true,
   },
   {
-    // subgroup weight gradient: k5 in blocks of 3 tap rows, the second block partial
+    // subgroup weight gradient: k5 one tap row per lane, 20 (ci, row) blocks
     title: "a 4→8-channel k5 s1 p2 conv of batch 1 in tokens layout on 6×5",
     batch: 1,
     inChannels: 4,
