@@ -187,7 +187,7 @@ export function modelNames(): string[] {
 /**
  * A variant the registry lacks but the paper's naming spells out: `cct_<blocks>_<kernel>x<convs>_<size>` and
  * `vit|cvt_<blocks>_<patch>_<size>`, optionally `_sine`, with a depth that has a width (2, 4, 6, 7, 14), e.g.
- * `cct_2_7x1_32` (one 7×7 stride-2 conv: 49 tokens from 28×28 at half the step time of cct_2_3x2 here).
+ * `cct_2_7x1_32` (one 7×7 stride-2 conv: 49 tokens from 28×28; a training step 1.5× faster than cct_2_3x2).
  */
 function variantFromName(name: string): Variant | undefined {
   const m = /^(cct|cvt|vit)_(\d+)_(\d+)(?:x(\d+))?_(\d+)(_sine)?$/.exec(name);
