@@ -1,8 +1,8 @@
 /**
  * Benchmarks of the convolutional tokenizer kernels at batch 128: CCT-2/3x2 on 1×28×28 (conv1 1→64 k3 28×28,
  * pool → 14×14, conv2 64→128 k3 14×14, pool → 7×7 = 49 tokens), CCT-2/7x1 on 1×28×28 (conv 1→128 k7 stride 2,
- * pool → 7×7 = 49 tokens), CCT-7/3x1 on 3×32×32 (conv 3→256 k3, pool →
- * 16×16 = 256 tokens) and the ViT/CVT patch embedding 3×32×32 P4 → 64 tokens of d 256. Each case has a naive
+ * pool → 7×7 = 49 tokens), CCT-7/3x1 on 3×32×32 (conv 3→256 k3, pool → 16×16 = 256 tokens) and the ViT/CVT
+ * patch embedding 3×32×32 P4 → 64 tokens of d 256. Each case has a naive
  * plan (one output per invocation) for comparison, and on adapters with subgroups each conv case also times the
  * blocked variant next to the default, and every pass the "subgroup" and "subgroupGemm" variants (the default
  * picks one of them by the reduction's channel count); the weight gradient also two other tiles of its

@@ -407,6 +407,37 @@ Deno.test(
   },
 );
 
+Deno.test(
+  "a one-channel 7×7 stride-2 stem's weight gradient runs the subgroup kernel by default where subgroups exist, and matches the reference",
+  async () => {
+    const gpu = await testGpu();
+    const o = {
+      batch: 2,
+      inChannels: 1,
+      height: 13,
+      width: 12,
+      outChannels: 40,
+      kernel: 7,
+      stride: 2,
+      padding: 3,
+    };
+    const { shape } = outDims(o);
+    const x = randn(2 * 13 * 12, 15), dy = randn(shape.reduce((a, b) => a * b), 16);
+    const xt = upload(gpu, x, [2, 1, 13, 12]), dyt = upload(gpu, dy, shape);
+    const dw = poisoned(gpu, [40, 1, 7, 7], "dw");
+    let names: string[] = [];
+    await runPlan(gpu, (plan) => {
+      conv2dBackwardWeights(plan, dw, dyt, xt, o);
+      names = plan.kernelNames;
+    });
+    await expectTensor(gpu, "dw", dw, ref.conv2dBackwardWeights(dy, x, o), TOL);
+    const subgroup = names.some((n) => n.startsWith("conv2dBackwardWeightsSubgroup"));
+    if (subgroup !== (gpu.hasSubgroups && gpu.subgroupSize === 8)) {
+      throw new Error(`unexpected kernels for the 7×7 stem on ${gpu.description}: ${names.join(", ")}`);
+    }
+  },
+);
+
 interface PoolCase extends MaxPool2dOptions {
   title: string;
   reluMask: boolean;
