@@ -1,9 +1,9 @@
 /**
  * Where one training step's GPU time goes: records a cct training pass (forward with training rates and the
- * whole backward) at batch 128, times every dispatch with GPU timestamps three times and prints the median of
+ * whole backward) at batch 128 (or BATCH), times every dispatch with GPU timestamps three times and prints the median of
  * each dispatch above 4 ms, then the totals per kernel name.
  *
- *   deno run --allow-read=. --allow-env=DENO_WEBGPU_BACKEND bench/profile_step.ts [MODEL] [IMG] [CHANNELS]
+ *   deno run --allow-read=. --allow-env=DENO_WEBGPU_BACKEND bench/profile_step.ts [MODEL] [IMG] [CHANNELS] [BATCH]
  *
  * Needs the `timestamp-query` feature (lavapipe and llvmpipe GL have it).
  */
@@ -11,9 +11,9 @@ import { CompactTransformer } from "../lib/models/model.ts";
 import { Activations, recordBackward } from "../lib/models/network.ts";
 import { Plan } from "../lib/gpu/plan.ts";
 
-const [name = "cct_2_3x2_32", img = "28", channels = "1"] = Deno.args;
+const [name = "cct_2_3x2_32", img = "28", channels = "1", batch = "128"] = Deno.args;
 const model = await CompactTransformer.create(name, { imgSize: Number(img), inChannels: Number(channels) });
-const acts = new Activations(model.gpu, model.config, 128, true);
+const acts = new Activations(model.gpu, model.config, Number(batch), true);
 const plan = new Plan(model.gpu, "profile");
 const ctx = model.recordTrainingPass(plan, acts, false);
 recordBackward(plan, ctx, model.gradients);
