@@ -74,7 +74,8 @@ run 'cli.ts <command> --help' for the options of a command.`;
 const TRAIN_HELP = `usage: cli.ts train [options]
 
 model
-  --model NAME            registered model (default cct_2_3x2_32; 'cli.ts info' lists all); image size,
+  --model NAME            registered model (default cct_2_3x2_32; 'cli.ts info' lists all) or another
+                          name in the paper's grammar, e.g. cct_2_7x1_28 (one 7×7 conv layer); image size,
                           channels and classes are taken from the data
   --pos-emb KIND          positional embedding: learnable | sine | none (default: the model's)
   --drop-path P           stochastic depth rate (default 0.1)
