@@ -1,7 +1,7 @@
 /**
  * Where one training step's GPU time goes: records a cct training pass (forward with training rates and the
- * whole backward) at batch 128 (or BATCH), times every dispatch with GPU timestamps three times and prints the median of
- * each dispatch above 4 ms, then the totals per kernel name.
+ * whole backward) at batch BATCH (default 128), times every dispatch with GPU timestamps three times and prints
+ * the median of each dispatch above 4 ms, then the totals per kernel name.
  *
  *   deno run --allow-read=. --allow-env=DENO_WEBGPU_BACKEND bench/profile_step.ts [MODEL] [IMG] [CHANNELS] [BATCH]
  *
