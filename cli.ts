@@ -43,6 +43,7 @@ import {
   Trainer,
   type TrainOptions,
 } from "./lib/train/trainer.ts";
+import { TEST_TIME_AUGMENTATIONS, type TestTimeAugmentation } from "./lib/train/tta.ts";
 import {
   confusionMatrixText,
   formatEpochSummary,
@@ -114,6 +115,9 @@ run
   --log-every N           steps between progress reports (default 20)
   --eval-every N          evaluate the test split every N epochs and after the last (default 1; 0: only
                           after the last), to spend a short run's time on training
+  --tta MODE              test-time augmentation of the test evaluations: none (default), flip (average
+                          the logits of the image and its mirror), flip-shift (also four 1-pixel shifts);
+                          only for data trained with flips
   --tune                  time every matmul variant on this adapter for the model's shapes first and keep
                           the fastest (remembered in <output>/tune.json; costs a minute or so once)
   -h, --help              this help`;
@@ -151,6 +155,7 @@ const trainFlags = {
   config: { type: "string" },
   "log-every": { type: "string" },
   "eval-every": { type: "string" },
+  tta: { type: "string" },
   tune: { type: "boolean" },
   help: { type: "boolean", short: "h" },
 } as const;
@@ -235,7 +240,18 @@ function trainOptionsFrom(v: Values, base: Partial<TrainOptions>): Partial<Train
   set("seed", num(v, "seed", { min: 0, max: 2 ** 32 - 1, integer: true }));
   set("logEvery", num(v, "log-every", { min: 1, integer: true }));
   set("evalEvery", num(v, "eval-every", { min: 0, integer: true }));
+  set("tta", ttaFlag(v));
   return o;
+}
+
+/** The `--tta` flag, checked; `undefined` when absent. */
+function ttaFlag(values: Values): TestTimeAugmentation | undefined {
+  const raw = values.tta;
+  if (raw === undefined || typeof raw === "boolean") return undefined;
+  if (!(TEST_TIME_AUGMENTATIONS as readonly string[]).includes(raw)) {
+    throw new UsageError(`--tta ${raw}: expected one of ${TEST_TIME_AUGMENTATIONS.join(", ")}`);
+  }
+  return raw as TestTimeAugmentation;
 }
 
 function stamp(): string {
@@ -254,6 +270,10 @@ async function train(args: string[]): Promise<number> {
   const dataSpec = v.data ? `folder:${v.data}` : (v.dataset as string | undefined) ??
     saved?.info.dataset ?? "synthetic:gray28";
   const seed = num(v, "seed", { min: 0, integer: true }) ?? saved?.options.seed ?? 0;
+  // A few minutes on a CPU adapter for the embedded set; real data sets get the longer default. Flags are
+  // checked here, before the data and the model load.
+  const baseOptions = saved?.options ?? (dataSpec.startsWith("synthetic") ? { epochs: 3 } : {});
+  const trainOptions = trainOptionsFrom(v, baseOptions);
   const data = await loadDataset(dataSpec, { seed, size: num(v, "img-size", { min: 4, integer: true }) });
 
   let model: CompactTransformer;
@@ -276,9 +296,6 @@ async function train(args: string[]): Promise<number> {
     }
     model = await CompactTransformer.create(name, { ...options, seed });
   }
-  // A few minutes on a CPU adapter for the embedded set; real data sets get the longer default.
-  const baseOptions = saved?.options ?? (dataSpec.startsWith("synthetic") ? { epochs: 3 } : {});
-  const trainOptions = trainOptionsFrom(v, baseOptions);
   if (saved) {
     // Steps per epoch decide the schedule, the seeds and the data order of the run being continued.
     for (const key of ["batchSize", "seed"] as const) {
@@ -335,7 +352,7 @@ async function train(args: string[]): Promise<number> {
       `${data.width}, ${data.classes.length} classes) for ${
         o.epochs + o.cooldownEpochs
       } epochs, batch ${o.batchSize}, ` +
-      `on ${gpu.description}`,
+      `${o.tta === "none" ? "" : `test views averaged (${o.tta} TTA), `}on ${gpu.description}`,
   );
   console.log(`output: ${output}`);
   const t0 = performance.now();
@@ -463,14 +480,18 @@ async function evalCommand(args: string[]): Promise<number> {
     data: { type: "string" },
     "batch-size": { type: "string" },
     split: { type: "string" },
+    tta: { type: "string" },
     help: { type: "boolean", short: "h" },
   });
   if (v.help || !v.weights) {
     console.log(
-      "usage: cli.ts eval --weights FILE [--model NAME] [--dataset SPEC | --data DIR] [--split test|train]",
+      "usage: cli.ts eval --weights FILE [--model NAME] [--dataset SPEC | --data DIR] [--split test|train]\n" +
+        "                   [--batch-size N] [--tta none|flip|flip-shift]",
     );
     return v.help ? 0 : 2;
   }
+  const tta = ttaFlag(v) ?? "none";
+  const batchSize = num(v, "batch-size", { min: 1, integer: true }) ?? 128;
   const { model, mean, std, classes } = await loadForInference(
     v.weights as string,
     v.model as string | undefined,
@@ -485,17 +506,11 @@ async function evalCommand(args: string[]): Promise<number> {
     );
   }
   const split = v.split === "train" ? data.train : data.test;
-  const r = await evaluate(
-    model,
-    { ...data, mean, std, classes: data.classes },
-    split,
-    num(v, "batch-size", {
-      min: 1,
-      integer: true,
-    }) ?? 128,
-  );
+  const r = await evaluate(model, { ...data, mean, std, classes: data.classes }, split, batchSize, { tta });
   console.log(
-    `${spec} (${v.split ?? "test"}, ${r.count} images): top-1 ${(r.top1 * 100).toFixed(2)}%  top-5 ` +
+    `${spec} (${v.split ?? "test"}, ${r.count} images${tta === "none" ? "" : `, ${tta} TTA`}): top-1 ${
+      (r.top1 * 100).toFixed(2)
+    }%  top-5 ` +
       `${(r.top5 * 100).toFixed(2)}%  loss ${r.loss.toFixed(4)}`,
   );
   console.log(

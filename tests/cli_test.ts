@@ -78,6 +78,17 @@ Deno.test("train, eval, predict and resume work on an image folder", async () =>
     );
     assertEquals(evaluated.code, 0, evaluated.err);
     if (!/top-1 \d+\.\d+%/.test(evaluated.out)) throw new Error(evaluated.out);
+    const flipped = await run(
+      "eval",
+      "--weights",
+      join(out, "best.safetensors"),
+      "--data",
+      join(dir, "data"),
+      "--tta",
+      "flip",
+    );
+    assertEquals(flipped.code, 0, flipped.err);
+    if (!/flip TTA\): top-1 \d+\.\d+%/.test(flipped.out)) throw new Error(flipped.out);
     const predicted = await run(
       "predict",
       "--weights",
@@ -184,6 +195,8 @@ Deno.test("bad input gives one clear line naming the file and a non-zero exit", 
     );
 
     expectFailure(await run("train", "--epochs", "zero"), 2, "--epochs");
+    expectFailure(await run("train", "--tta", "mirror"), 2, "--tta mirror", "flip-shift");
+    expectFailure(await run("eval", "--weights", "w.safetensors", "--tta", "mirror"), 2, "--tta mirror");
     expectFailure(await run("frobnicate"), 2, "unknown command");
     expectFailure(await run("train", "--dataset", "cifar10"), 1, "needs a directory");
   } finally {

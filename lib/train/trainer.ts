@@ -31,6 +31,7 @@ import { batchCount, batches, type Dataset, normalizeImages, type Split } from "
 import { Activations, recordBackward } from "../models/network.ts";
 import { type CompactTransformer, orderedForArena } from "../models/model.ts";
 import { learningRate, type ScheduleOptions } from "./schedule.ts";
+import { type TestTimeAugmentation, ttaViews, viewImages } from "./tta.ts";
 
 /** Every knob of a training run; {@link defaultTrainOptions} fills what is not given. */
 export interface TrainOptions extends ScheduleOptions {
@@ -67,6 +68,11 @@ export interface TrainOptions extends ScheduleOptions {
    * as Keras's `validation_freq`. Evaluation takes about a tenth of an epoch of Fashion-MNIST here.
    */
   evalEvery: number;
+  /**
+   * Views averaged when the test split is evaluated (default "none"): "flip" adds the mirror image, "flip-shift"
+   * also four one-pixel shifts. Only for data sets trained with flips.
+   */
+  tta: TestTimeAugmentation;
 }
 
 /**
@@ -100,6 +106,7 @@ export function defaultTrainOptions(overrides: Partial<TrainOptions> = {}): Trai
     seed: 0,
     logEvery: 20,
     evalEvery: 1,
+    tta: "none",
     ...overrides,
   };
 }
@@ -482,6 +489,7 @@ export class Trainer {
         `evalEvery ${o.evalEvery} must be a whole number of epochs (0: only after the last)`,
       );
     }
+    ttaViews(o.tta); // a clear error now rather than after the first epoch
     if (!(o.batchSize >= 1 && o.batchSize <= data.train.length)) {
       throw new RangeError(`batch size ${o.batchSize} must be in 1..${data.train.length} (the training set)`);
     }
@@ -646,9 +654,9 @@ export class Trainer {
     return times[Math.floor(times.length / 2)];
   }
 
-  /** Loss, top-1, top-5 and confusion matrix of the model on a split (evaluation mode). */
+  /** Loss, top-1, top-5 and confusion matrix of the model on a split (evaluation mode, `tta`'s views). */
   evaluate(split: Split): Promise<EvalResult> {
-    return evaluate(this.model, this.data, split, this.options.batchSize);
+    return evaluate(this.model, this.data, split, this.options.batchSize, { tta: this.options.tta });
   }
 
   /** The AdamW moments by parameter name (for checkpoints). */
@@ -691,15 +699,17 @@ export class Trainer {
 }
 
 /**
- * Evaluates `model` on a split: batches normalised on the host, one submission and one readback per batch.
+ * Evaluates `model` on a split: batches normalised on the host, one submission and one readback per batch and
+ * view. With test-time augmentation the logits of the views are averaged before scoring.
  *
  * @param model The model, in evaluation mode (no dropout).
  * @param data Geometry, normalisation and class names, e.g. the {@link Dataset} the split comes from.
  * @param split The images to evaluate.
  * @param batchSize Images per forward pass (default 128).
+ * @param options `tta`: the views to average (default "none", see {@link TestTimeAugmentation}).
  * @returns Mean loss, top-1, top-5 and the confusion matrix.
  *
- * @example Test accuracy of saved weights
+ * @example Test accuracy of saved weights, with and without the mirror image
  * ```ts
  * import { CompactTransformer, evaluate, loadDataset } from "@compact-transformers/cct";
  *
@@ -707,7 +717,8 @@ export class Trainer {
  * const model = await CompactTransformer.create("cct_2_3x2_32", { imgSize: 28, inChannels: 1 });
  * await model.loadWeights("best.safetensors");
  * const r = await evaluate(model, data, data.test, 256);
- * console.log(`top-1 ${(100 * r.top1).toFixed(1)}%, top-5 ${(100 * r.top5).toFixed(1)}% on ${r.count} images`);
+ * const flip = await evaluate(model, data, data.test, 256, { tta: "flip" });
+ * console.log(`top-1 ${(100 * r.top1).toFixed(1)}%, with flip TTA ${(100 * flip.top1).toFixed(1)}%`);
  * ```
  */
 export async function evaluate(
@@ -715,12 +726,21 @@ export async function evaluate(
   data: Pick<Dataset, "channels" | "height" | "width" | "mean" | "std" | "classes">,
   split: Split,
   batchSize = 128,
+  options: { tta?: TestTimeAugmentation } = {},
 ): Promise<EvalResult> {
+  const views = ttaViews(options.tta ?? "none");
   const score = new Scoreboard(data.classes.length);
   for (const batch of batches(split, batchSize, { shuffle: false })) {
-    const input = normalizeImages(batch.images, data);
-    const logits = await model.forward(input, [batch.count, data.channels, data.height, data.width]);
-    score.add(logits, batch.labels);
+    const shape = [batch.count, data.channels, data.height, data.width] as const;
+    let sum: Float32Array | undefined;
+    for (const view of views) {
+      const images = views.length === 1 ? batch.images : viewImages(batch.images, data, view);
+      const logits = await model.forward(normalizeImages(images, data), shape);
+      if (!sum) sum = logits;
+      else for (let i = 0; i < sum.length; i++) sum[i] += logits[i];
+    }
+    if (views.length > 1) { for (let i = 0; i < sum!.length; i++) sum![i] /= views.length; }
+    score.add(sum!, batch.labels);
   }
   return score.result();
 }

@@ -1,0 +1,72 @@
+/**
+ * Test-time augmentation: evaluation averages the logits of a few fixed views of each image. The views are the
+ * augmentations the recipe trains with (horizontal flip, one-pixel padded crops), so they only help a model
+ * trained with them, and hurt where a flip changes the class (digits).
+ */
+
+/**
+ * Which views {@link ttaViews} returns:
+ * - `"none"`: the image alone;
+ * - `"flip"`: the image and its horizontal mirror;
+ * - `"flip-shift"`: those and the image moved one pixel up, down, left and right (zero fill, like the padded
+ *   crop of training): six views.
+ */
+export type TestTimeAugmentation = "none" | "flip" | "flip-shift";
+
+/** Every {@link TestTimeAugmentation}, for validation and help text. */
+export const TEST_TIME_AUGMENTATIONS: readonly TestTimeAugmentation[] = ["none", "flip", "flip-shift"];
+
+/** One view: mirror first, then move the content `dy` rows down and `dx` columns right. */
+export interface View {
+  flip: boolean;
+  dy: number;
+  dx: number;
+}
+
+/** The views of a mode, the unchanged image first. */
+export function ttaViews(mode: TestTimeAugmentation): View[] {
+  const views: View[] = [{ flip: false, dy: 0, dx: 0 }];
+  if (mode === "none") return views;
+  if (mode !== "flip" && mode !== "flip-shift") {
+    throw new RangeError(
+      `test-time augmentation "${mode}": expected one of ${TEST_TIME_AUGMENTATIONS.join(", ")}`,
+    );
+  }
+  views.push({ flip: true, dy: 0, dx: 0 });
+  if (mode === "flip-shift") {
+    for (const [dy, dx] of [[-1, 0], [1, 0], [0, -1], [0, 1]]) views.push({ flip: false, dy, dx });
+  }
+  return views;
+}
+
+/**
+ * A view of `count` images of `channels` × `height` × `width` bytes (NCHW, 0..255), as a new array: pixels moved
+ * in from outside the image are 0.
+ */
+export function viewImages(
+  images: Uint8Array,
+  geometry: { channels: number; height: number; width: number },
+  view: View,
+): Uint8Array {
+  const { channels, height: h, width: w } = geometry;
+  const plane = h * w;
+  if (images.length % (channels * plane) !== 0) {
+    throw new TypeError(
+      `viewImages: ${images.length} bytes is not a whole number of ${channels}×${h}×${w} images`,
+    );
+  }
+  if (!view.flip && view.dy === 0 && view.dx === 0) return images.slice();
+  const out = new Uint8Array(images.length);
+  for (let p = 0; p < images.length; p += plane) {
+    for (let y = 0; y < h; y++) {
+      const sy = y - view.dy;
+      if (sy < 0 || sy >= h) continue;
+      for (let x = 0; x < w; x++) {
+        const sx = x - view.dx;
+        if (sx < 0 || sx >= w) continue;
+        out[p + y * w + x] = images[p + sy * w + (view.flip ? w - 1 - sx : sx)];
+      }
+    }
+  }
+  return out;
+}
