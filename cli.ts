@@ -507,11 +507,10 @@ async function evalCommand(args: string[]): Promise<number> {
   }
   const split = v.split === "train" ? data.train : data.test;
   const r = await evaluate(model, { ...data, mean, std, classes: data.classes }, split, batchSize, { tta });
+  const what = `${v.split ?? "test"}, ${r.count} images${tta === "none" ? "" : `, ${tta} TTA`}`;
   console.log(
-    `${spec} (${v.split ?? "test"}, ${r.count} images${tta === "none" ? "" : `, ${tta} TTA`}): top-1 ${
-      (r.top1 * 100).toFixed(2)
-    }%  top-5 ` +
-      `${(r.top5 * 100).toFixed(2)}%  loss ${r.loss.toFixed(4)}`,
+    `${spec} (${what}): top-1 ${(r.top1 * 100).toFixed(2)}%  top-5 ${(r.top5 * 100).toFixed(2)}%  ` +
+      `loss ${r.loss.toFixed(4)}`,
   );
   console.log(
     confusionMatrixText(data.classes.length === classes.length ? data.classes : classes, r.confusion),
