@@ -732,15 +732,14 @@ export async function evaluate(
   const score = new Scoreboard(data.classes.length);
   for (const batch of batches(split, batchSize, { shuffle: false })) {
     const shape = [batch.count, data.channels, data.height, data.width] as const;
-    let sum: Float32Array | undefined;
-    for (const view of views) {
-      const images = views.length === 1 ? batch.images : viewImages(batch.images, data, view);
-      const logits = await model.forward(normalizeImages(images, data), shape);
-      if (!sum) sum = logits;
-      else for (let i = 0; i < sum.length; i++) sum[i] += logits[i];
+    // views[0] is the image itself; the others add their logits to it.
+    const logits = await model.forward(normalizeImages(batch.images, data), shape);
+    for (const view of views.slice(1)) {
+      const more = await model.forward(normalizeImages(viewImages(batch.images, data, view), data), shape);
+      for (let i = 0; i < logits.length; i++) logits[i] += more[i];
     }
-    if (views.length > 1) { for (let i = 0; i < sum!.length; i++) sum![i] /= views.length; }
-    score.add(sum!, batch.labels);
+    if (views.length > 1) { for (let i = 0; i < logits.length; i++) logits[i] /= views.length; }
+    score.add(logits, batch.labels);
   }
   return score.result();
 }
