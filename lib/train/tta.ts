@@ -40,8 +40,8 @@ export function ttaViews(mode: TestTimeAugmentation): View[] {
 }
 
 /**
- * A view of `count` images of `channels` × `height` × `width` bytes (NCHW, 0..255), as a new array: pixels moved
- * in from outside the image are 0.
+ * One view of a batch of `channels` × `height` × `width` byte images (NCHW, 0..255), as a new array: pixels
+ * moved in from outside the image are 0.
  */
 export function viewImages(
   images: Uint8Array,
@@ -55,7 +55,6 @@ export function viewImages(
       `viewImages: ${images.length} bytes is not a whole number of ${channels}×${h}×${w} images`,
     );
   }
-  if (!view.flip && view.dy === 0 && view.dx === 0) return images.slice();
   const out = new Uint8Array(images.length);
   for (let p = 0; p < images.length; p += plane) {
     for (let y = 0; y < h; y++) {
