@@ -27,7 +27,7 @@ import {
 import { CompactTransformer, parseWeights } from "./lib/models/model.ts";
 import { loadDataset } from "./lib/data/load.ts";
 import type { Dataset } from "./lib/data/dataset.ts";
-import { readImage, toModelInput } from "./lib/io/image.ts";
+import { readImage, toModelInput, toUint8CHW } from "./lib/io/image.ts";
 import { writeFileAtomic } from "./lib/io/atomic.ts";
 import { serializeSafetensors } from "./lib/io/safetensors.ts";
 import {
@@ -43,7 +43,7 @@ import {
   Trainer,
   type TrainOptions,
 } from "./lib/train/trainer.ts";
-import { TEST_TIME_AUGMENTATIONS, type TestTimeAugmentation } from "./lib/train/tta.ts";
+import { TEST_TIME_AUGMENTATIONS, type TestTimeAugmentation, ttaLogits } from "./lib/train/tta.ts";
 import {
   confusionMatrixText,
   formatEpochSummary,
@@ -428,28 +428,39 @@ async function predict(args: string[]): Promise<number> {
     model: { type: "string" },
     top: { type: "string" },
     json: { type: "boolean" },
+    tta: { type: "string" },
     help: { type: "boolean", short: "h" },
   }, true);
   if (v.help || !v.weights || positionals.length === 0) {
-    console.log("usage: cli.ts predict --weights FILE [--model NAME] [--top K] [--json] IMAGE...");
+    console.log(
+      "usage: cli.ts predict --weights FILE [--model NAME] [--top K] [--json] [--tta none|flip|flip-shift] IMAGE...",
+    );
     return v.help ? 0 : 2;
   }
   const top = num(v, "top", { min: 1, integer: true }) ?? 5;
+  const tta = ttaFlag(v) ?? "none";
   const { model, mean, std, classes } = await loadForInference(
     v.weights as string,
     v.model as string | undefined,
   );
   const c = model.config;
   const plane = c.inChannels * c.imgHeight * c.imgWidth;
-  const input = new Float32Array(positionals.length * plane);
-  for (const [i, path] of positionals.entries()) {
-    const image = await readImage(path);
-    input.set(
-      toModelInput(image, { channels: c.inChannels, height: c.imgHeight, width: c.imgWidth, mean, std }),
-      i * plane,
-    );
+  const geometry = { channels: c.inChannels, height: c.imgHeight, width: c.imgWidth, mean, std };
+  let logits: Float32Array;
+  if (tta === "none") {
+    const input = new Float32Array(positionals.length * plane);
+    for (const [i, path] of positionals.entries()) {
+      input.set(toModelInput(await readImage(path), geometry), i * plane);
+    }
+    logits = await model.forward(input, [positionals.length, c.inChannels, c.imgHeight, c.imgWidth]);
+  } else {
+    // The views are formed on bytes, as for data sets (image folders are stored as these bytes too).
+    const bytes = new Uint8Array(positionals.length * plane);
+    for (const [i, path] of positionals.entries()) {
+      bytes.set(toUint8CHW(await readImage(path), geometry), i * plane);
+    }
+    logits = await ttaLogits(model, bytes, geometry, tta);
   }
-  const logits = await model.forward(input, [positionals.length, c.inChannels, c.imgHeight, c.imgWidth]);
   const results = positionals.map((path, i) => {
     const row = logits.subarray(i * c.numClasses, (i + 1) * c.numClasses);
     const max = Math.max(...row);

@@ -82,7 +82,7 @@ export {
   type TrainState,
 } from "./lib/train/trainer.ts";
 export { learningRate, type ScheduleOptions } from "./lib/train/schedule.ts";
-export { TEST_TIME_AUGMENTATIONS, type TestTimeAugmentation } from "./lib/train/tta.ts";
+export { TEST_TIME_AUGMENTATIONS, type TestTimeAugmentation, ttaLogits } from "./lib/train/tta.ts";
 export {
   type CheckpointInfo,
   checkpointInfo,

@@ -33,9 +33,19 @@ function expectFailure(r: { code: number; err: string }, code: number, ...includ
   if (r.err.includes("    at ")) throw new Error(`a stack trace leaked: ${r.err}`);
 }
 
-function png(value: number, size = 16): Uint8Array {
-  const data = new Uint8Array(size * size).map((_, i) => ((i % size) < size / 2 ? value : 255 - value));
+function png(value: number, size = 16, mirrored = false): Uint8Array {
+  const data = new Uint8Array(size * size).map((
+    _,
+    i,
+  ) => ((i % size) < size / 2 !== mirrored ? value : 255 - value));
   return encodePng({ width: size, height: size, data, channels: 1 });
+}
+
+/** Class name → probability, from `predict --json`'s entry for one image. */
+function probabilities(
+  result: { predictions: { class: string; probability: number }[] },
+): Map<string, number> {
+  return new Map(result.predictions.map((p) => [p.class, p.probability]));
 }
 
 Deno.test("train, eval, predict and resume work on an image folder", async () => {
@@ -102,6 +112,25 @@ Deno.test("train, eval, predict and resume work on an image folder", async () =>
     const [result] = JSON.parse(predicted.out);
     assertEquals(result.predictions.length, 2);
     assertEquals(["dark", "light"].includes(result.predictions[0].class), true);
+    // Averaged with its mirror, an image scores exactly as its mirror does; alone it does not.
+    const mirror = join(dir, "mirror.png");
+    await Deno.writeFile(mirror, png(20, 16, true));
+    const pair = [join(dir, "data", "dark", "0.png"), mirror];
+    const weights = ["--weights", join(out, "best.safetensors"), "--json", "--top", "2"];
+    const plain = await run("predict", ...weights, ...pair);
+    const flip = await run("predict", ...weights, "--tta", "flip", ...pair);
+    assertEquals(flip.code, 0, flip.err);
+    const [a, b] = JSON.parse(flip.out).map(probabilities);
+    const [plainA, plainB] = JSON.parse(plain.out).map(probabilities);
+    for (const cls of ["dark", "light"]) {
+      assertEquals(
+        Math.abs(a.get(cls)! - b.get(cls)!) < 1e-6,
+        true,
+        `${cls}: ${a.get(cls)} vs ${b.get(cls)}`,
+      );
+      assertEquals(Math.abs(a.get(cls)! - plainA.get(cls)!) > 1e-6, true, `${cls}: TTA changed nothing`);
+    }
+    assertEquals(plainA.get("dark") !== plainB.get("dark"), true, "the mirror alone scores differently");
     const resumed = await run(
       "train",
       "--resume",
@@ -197,6 +226,11 @@ Deno.test("bad input gives one clear line naming the file and a non-zero exit", 
     expectFailure(await run("train", "--epochs", "zero"), 2, "--epochs");
     expectFailure(await run("train", "--tta", "mirror"), 2, "--tta mirror", "flip-shift");
     expectFailure(await run("eval", "--weights", "w.safetensors", "--tta", "mirror"), 2, "--tta mirror");
+    expectFailure(
+      await run("predict", "--weights", "w.safetensors", "--tta", "mirror", "x.png"),
+      2,
+      "--tta mirror",
+    );
     expectFailure(await run("frobnicate"), 2, "unknown command");
     expectFailure(await run("train", "--dataset", "cifar10"), 1, "needs a directory");
   } finally {

@@ -27,11 +27,11 @@ import {
   setAdamwHyper,
   zero,
 } from "../kernels/optimizer.ts";
-import { batchCount, batches, type Dataset, normalizeImages, type Split } from "../data/dataset.ts";
+import { batchCount, batches, type Dataset, type Split } from "../data/dataset.ts";
 import { Activations, recordBackward } from "../models/network.ts";
 import { type CompactTransformer, orderedForArena } from "../models/model.ts";
 import { learningRate, type ScheduleOptions } from "./schedule.ts";
-import { type TestTimeAugmentation, ttaViews, viewImages } from "./tta.ts";
+import { type TestTimeAugmentation, ttaLogits, ttaViews } from "./tta.ts";
 
 /** Every knob of a training run; {@link defaultTrainOptions} fills what is not given. */
 export interface TrainOptions extends ScheduleOptions {
@@ -728,18 +728,9 @@ export async function evaluate(
   batchSize = 128,
   options: { tta?: TestTimeAugmentation } = {},
 ): Promise<EvalResult> {
-  const views = ttaViews(options.tta ?? "none");
   const score = new Scoreboard(data.classes.length);
   for (const batch of batches(split, batchSize, { shuffle: false })) {
-    const shape = [batch.count, data.channels, data.height, data.width] as const;
-    // views[0] is the image itself; the others add their logits to it.
-    const logits = await model.forward(normalizeImages(batch.images, data), shape);
-    for (const view of views.slice(1)) {
-      const more = await model.forward(normalizeImages(viewImages(batch.images, data, view), data), shape);
-      for (let i = 0; i < logits.length; i++) logits[i] += more[i];
-    }
-    if (views.length > 1) { for (let i = 0; i < logits.length; i++) logits[i] /= views.length; }
-    score.add(logits, batch.labels);
+    score.add(await ttaLogits(model, batch.images, data, options.tta), batch.labels);
   }
   return score.result();
 }

@@ -4,6 +4,9 @@
  * trained with them, and hurt where a flip changes the class (digits).
  */
 
+import type { CompactTransformer } from "../models/model.ts";
+import { type Dataset, normalizeImages } from "../data/dataset.ts";
+
 /**
  * Which views {@link ttaViews} returns:
  * - `"none"`: the image alone;
@@ -68,4 +71,43 @@ export function viewImages(
     }
   }
   return out;
+}
+
+/**
+ * The logits of byte images averaged over the views of `mode`: one forward pass per view, the image itself first.
+ * `evaluate` and `cli.ts predict` score with it.
+ *
+ * @param model The model, in evaluation mode.
+ * @param images `n` uint8 CHW images back to back, at the model's input geometry (e.g. from `toUint8CHW`).
+ * @param data Geometry and per-channel normalisation, e.g. the {@link Dataset} the images come from.
+ * @param mode Which views to average (default "none": one plain forward pass).
+ * @returns `n × classes` logits, row-major.
+ *
+ * @example Logits of a batch, averaged with their mirror images
+ * ```ts
+ * import { CompactTransformer, loadDataset, ttaLogits } from "@compact-transformers/cct";
+ *
+ * const data = await loadDataset("synthetic:gray28");
+ * const model = await CompactTransformer.create("cct_2_3x2_32", { imgSize: 28, inChannels: 1 });
+ * const eight = data.test.images.subarray(0, 8 * 28 * 28);
+ * const logits = await ttaLogits(model, eight, data, "flip");
+ * console.log(logits.length); // 8 × the number of classes
+ * ```
+ */
+export async function ttaLogits(
+  model: CompactTransformer,
+  images: Uint8Array,
+  data: Pick<Dataset, "channels" | "height" | "width" | "mean" | "std">,
+  mode: TestTimeAugmentation = "none",
+): Promise<Float32Array> {
+  const views = ttaViews(mode);
+  const count = images.length / (data.channels * data.height * data.width);
+  const shape = [count, data.channels, data.height, data.width] as const;
+  const logits = await model.forward(normalizeImages(images, data), shape);
+  for (const view of views.slice(1)) {
+    const more = await model.forward(normalizeImages(viewImages(images, data, view), data), shape);
+    for (let i = 0; i < logits.length; i++) logits[i] += more[i];
+  }
+  if (views.length > 1) { for (let i = 0; i < logits.length; i++) logits[i] /= views.length; }
+  return logits;
 }
