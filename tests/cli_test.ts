@@ -34,10 +34,9 @@ function expectFailure(r: { code: number; err: string }, code: number, ...includ
 }
 
 function png(value: number, size = 16, mirrored = false): Uint8Array {
-  const data = new Uint8Array(size * size).map((
-    _,
-    i,
-  ) => ((i % size) < size / 2 !== mirrored ? value : 255 - value));
+  // `value` on the left half and its complement on the right, or the other way round when mirrored.
+  const valueSide = (i: number) => (i % size) < size / 2 !== mirrored;
+  const data = new Uint8Array(size * size).map((_, i) => (valueSide(i) ? value : 255 - value));
   return encodePng({ width: size, height: size, data, channels: 1 });
 }
 
