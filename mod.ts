@@ -82,7 +82,7 @@ export {
   type TrainState,
 } from "./lib/train/trainer.ts";
 export { learningRate, type ScheduleOptions } from "./lib/train/schedule.ts";
-export { TEST_TIME_AUGMENTATIONS, type TestTimeAugmentation, ttaLogits } from "./lib/train/tta.ts";
+export { TEST_TIME_AUGMENTATIONS, type TestTimeAugmentation, ttaInputs, ttaLogits } from "./lib/train/tta.ts";
 export {
   type CheckpointInfo,
   checkpointInfo,
@@ -124,6 +124,7 @@ export {
   type ModelInputSpec,
   readImage,
   toModelInput,
+  toUint8CHW,
 } from "./lib/io/image.ts";
 
 // The GPU engine, for custom layers

@@ -21,11 +21,15 @@
  * `listening on http://HOST:PORT`.
  *
  * Endpoints:
- * - `POST /predict[?top=K]`, body: PNG or JPEG bytes (`content-type` image/png, image/jpeg,
+ * - `POST /predict[?top=K][&tta=MODE]`, body: PNG or JPEG bytes (`content-type` image/png, image/jpeg,
  *   application/octet-stream or none) → `{ predictions: [{ class, index, probability }] }`, best first, with
- *   headers `x-batch-size` (requests answered by the same forward pass) and `x-batch-padded` (its program size).
- * - `GET /health` → `{ ok: true, model, classes, input, backend, adapter, maxBatch, activePredictions,
- *   requests, batches, largestBatch, queued }` (`requests`/`batches`: predictions and forward passes so far).
+ *   headers `x-batch-size` (images scored by the same forward pass), `x-batch-padded` (its program size) and
+ *   `x-tta-views`. `tta` (default `--tta`, itself default `none`): `flip` averages the logits of the image and
+ *   its mirror, `flip-shift` also those of the image moved one pixel each way, as `cli.ts predict --tta` does;
+ *   each view is one image of a batch, so views of concurrent requests share forward passes.
+ * - `GET /health` → `{ ok: true, model, classes, input, backend, adapter, maxBatch, tta, activePredictions,
+ *   requests, batches, largestBatch, queued }` (`requests`/`batches`: images scored, counting each view, and
+ *   forward passes so far).
  * - Anything wrong with a request is a 4xx `{ error }` naming the problem; the server keeps serving.
  *
  * SIGINT/SIGTERM (or aborting `signal` when imported) stops accepting connections, answers the requests in
@@ -41,7 +45,11 @@ import {
   decodeImage,
   modelConfig,
   parseWeights,
+  TEST_TIME_AUGMENTATIONS,
+  type TestTimeAugmentation,
   toModelInput,
+  toUint8CHW,
+  ttaInputs,
 } from "../mod.ts";
 import { BatcherClosedError, type BatchStats, bucketFor, MicroBatcher } from "./_batcher.ts";
 
@@ -113,6 +121,8 @@ export interface ServeOptions {
   maxBodyBytes?: number;
   /** Largest accepted image, in pixels, checked from its header before decoding (default 4096²). */
   maxPixels?: number;
+  /** Test-time augmentation of requests without `?tta=` (default "none"). */
+  tta?: TestTimeAugmentation;
   /** Aborting it shuts the server down gracefully. */
   signal?: AbortSignal;
   /** Called once listening (default: prints `listening on http://HOST:PORT`). */
@@ -151,6 +161,7 @@ export function servePredictions(loaded: InferenceModel, options: ServeOptions =
     maxWaitMs = 5,
     maxBodyBytes = 8 * 1024 * 1024,
     maxPixels = 4096 * 4096,
+    tta: defaultTta = "none",
     signal,
     onListen = (addr: Deno.NetAddr) => console.log(`listening on ${urlOf(addr)}`),
   } = options;
@@ -191,6 +202,7 @@ export function servePredictions(loaded: InferenceModel, options: ServeOptions =
 
   async function predictCounted(request: Request, url: URL): Promise<Response> {
     const top = parseTop(url.searchParams.get("top"), c.numClasses);
+    const tta = parseTta(url.searchParams.get("tta"), defaultTta);
     const type = (request.headers.get("content-type") ?? "").split(";")[0].trim().toLowerCase();
     if (type !== "" && !ACCEPTED_TYPES.includes(type)) {
       throw new HttpError(415, `unsupported content-type "${type}": send ${ACCEPTED_TYPES.join(", ")}`);
@@ -206,27 +218,28 @@ export function servePredictions(loaded: InferenceModel, options: ServeOptions =
         `image of ${size.width}×${size.height} pixels exceeds the limit of ${maxPixels}`,
       );
     }
-    let input: Float32Array;
+    let inputs: Float32Array[];
     try {
       const image = decodeImage(body, "request body");
-      input = toModelInput(image, {
-        channels: c.inChannels,
-        height: c.imgHeight,
-        width: c.imgWidth,
-        mean,
-        std,
-      });
+      const spec = { channels: c.inChannels, height: c.imgHeight, width: c.imgWidth, mean, std };
+      // Views are formed on bytes, as in training and `cli.ts predict --tta`; one view keeps the float path.
+      inputs = tta === "none" ? [toModelInput(image, spec)] : ttaInputs(toUint8CHW(image, spec), spec, tta);
     } catch (error) {
       throw new HttpError(400, error instanceof Error ? error.message : String(error));
     }
-    let answer;
+    let answers;
     try {
-      answer = await batcher.submit(input);
+      answers = await Promise.all(inputs.map((input) => batcher.submit(input)));
     } catch (error) {
       if (error instanceof BatcherClosedError) throw new HttpError(503, error.message);
       throw error; // a failed forward pass: 500
     }
-    const probabilities = softmax(answer.output.logits);
+    const logits = answers[0].output.logits;
+    for (const answer of answers.slice(1)) {
+      for (let i = 0; i < logits.length; i++) logits[i] += answer.output.logits[i];
+    }
+    for (let i = 0; i < logits.length; i++) logits[i] /= answers.length;
+    const probabilities = softmax(logits);
     const predictions = Array.from(probabilities, (probability, index) => ({
       class: classes[index],
       index,
@@ -234,8 +247,9 @@ export function servePredictions(loaded: InferenceModel, options: ServeOptions =
     })).sort((a, b) => b.probability - a.probability).slice(0, top);
     return Response.json({ predictions }, {
       headers: {
-        "x-batch-size": String(answer.batchSize),
-        "x-batch-padded": String(answer.output.padded),
+        "x-batch-size": String(answers[0].batchSize),
+        "x-batch-padded": String(answers[0].output.padded),
+        "x-tta-views": String(answers.length),
       },
     });
   }
@@ -249,6 +263,7 @@ export function servePredictions(loaded: InferenceModel, options: ServeOptions =
       backend: model.gpu.backend,
       adapter: model.gpu.description,
       maxBatch,
+      tta: defaultTta,
       activePredictions,
       ...batcher.stats(),
     });
@@ -320,6 +335,18 @@ function parseTop(raw: string | null, classes: number): number {
     throw new HttpError(400, `bad top=${JSON.stringify(raw)}: expected an integer from 1 to ${classes}`);
   }
   return Math.min(k, classes);
+}
+
+/** `?tta=MODE`: one of {@link TEST_TIME_AUGMENTATIONS}; absent means the server's default. */
+function parseTta(raw: string | null, fallback: TestTimeAugmentation): TestTimeAugmentation {
+  if (raw === null) return fallback;
+  if (!(TEST_TIME_AUGMENTATIONS as readonly string[]).includes(raw)) {
+    throw new HttpError(
+      400,
+      `bad tta=${JSON.stringify(raw)}: expected one of ${TEST_TIME_AUGMENTATIONS.join(", ")}`,
+    );
+  }
+  return raw as TestTimeAugmentation;
 }
 
 /** The request body, refusing more than `limit` bytes (by content-length, or while reading a chunked body). */
@@ -406,6 +433,9 @@ const USAGE = `usage: serve.ts (--weights FILE [--model NAME] | --model NAME) [o
   --max-batch N          most requests per forward pass (default 32)
   --batch-wait-ms MS     how long a request waits for others to batch with (default 5)
   --max-body-bytes N     largest request body (default 8388608)
+  --tta MODE             test-time augmentation of requests without ?tta=: none (default), flip (the image
+                         and its mirror), flip-shift (those and four one-pixel shifts); only for a model
+                         trained with those augmentations
   --no-warmup            skip building the batch-1 program before listening`;
 
 /** Reads an integer flag in [min, max]; throws RangeError naming the flag. */
@@ -424,6 +454,15 @@ function intFlag(
   return n;
 }
 
+/** `--tta MODE`, checked (default "none"). */
+function ttaFlag(value: string | undefined): TestTimeAugmentation {
+  if (value === undefined) return "none";
+  if (!(TEST_TIME_AUGMENTATIONS as readonly string[]).includes(value)) {
+    throw new RangeError(`--tta ${value}: expected one of ${TEST_TIME_AUGMENTATIONS.join(", ")}`);
+  }
+  return value as TestTimeAugmentation;
+}
+
 async function main(args: string[]): Promise<number> {
   let options: ServeOptions & { warmup: boolean; weights?: string; model?: string };
   try {
@@ -437,6 +476,7 @@ async function main(args: string[]): Promise<number> {
         "max-batch": { type: "string" },
         "batch-wait-ms": { type: "string" },
         "max-body-bytes": { type: "string" },
+        tta: { type: "string" },
         "no-warmup": { type: "boolean" },
         help: { type: "boolean", short: "h" },
       },
@@ -456,6 +496,7 @@ async function main(args: string[]): Promise<number> {
       maxBatch: intFlag(v["max-batch"], "max-batch", 32, 1, 256),
       maxWaitMs: intFlag(v["batch-wait-ms"], "batch-wait-ms", 5, 0, 10_000),
       maxBodyBytes: intFlag(v["max-body-bytes"], "max-body-bytes", 8 * 1024 * 1024, 1, 2 ** 31),
+      tta: ttaFlag(v.tta),
       warmup: !v["no-warmup"],
     };
   } catch (error) {

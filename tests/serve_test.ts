@@ -360,6 +360,7 @@ Deno.test({
           "the server runs on the backend under test",
         );
         assert.equal(r.body.batches, 0);
+        assert.equal(r.body.tta, "none");
       });
 
       const singles: Prediction[][] = [];
@@ -420,6 +421,42 @@ Deno.test({
         },
       );
 
+      await t.step(
+        "tta=flip gives an image and its mirror the same answer; flip-shift scores six views",
+        async () => {
+          const [w, h] = [32, 32];
+          const pixels = randomBytes(w * h * 3, 21);
+          const mirror = new Uint8Array(pixels.length);
+          for (let y = 0; y < h; y++) {
+            for (let x = 0; x < w; x++) {
+              for (let c = 0; c < 3; c++) mirror[(y * w + x) * 3 + c] = pixels[(y * w + w - 1 - x) * 3 + c];
+            }
+          }
+          const png = (data: Uint8Array) => encodePng({ width: w, height: h, channels: 3, data });
+          const probabilities = async (data: Uint8Array, query: string, views: string) => {
+            const r = await predict(server, png(data), query);
+            assert.equal(r.status, 200, JSON.stringify(r.body));
+            assert.equal(r.headers.get("x-tta-views"), views, query);
+            assertRanking(r.body.predictions, 10);
+            const byIndex = new Array<number>(10);
+            for (const p of r.body.predictions as Prediction[]) byIndex[p.index] = p.probability;
+            return byIndex;
+          };
+          const close = (a: number[], b: number[]) => a.every((p, i) => Math.abs(p - b[i]) <= 1e-6);
+          const flipped = await probabilities(pixels, "?top=10&tta=flip", "2");
+          const mirrorFlipped = await probabilities(mirror, "?top=10&tta=flip", "2");
+          assert.ok(close(flipped, mirrorFlipped), `${flipped} vs ${mirrorFlipped}`);
+          // Random weights are not mirror-symmetric: one view of each differs from the average.
+          const alone = await probabilities(pixels, "?top=10&tta=none", "1");
+          assert.ok(!close(alone, flipped), "one view and flip TTA gave the same probabilities");
+          const before = (await call(server, "/health")).body;
+          const shifted = await probabilities(pixels, "?top=10&tta=flip-shift", "6");
+          const after = (await call(server, "/health")).body;
+          assert.equal(after.requests - before.requests, 6, "each view is one image scored");
+          assert.ok(!close(shifted, flipped), "flip-shift gave flip's probabilities");
+        },
+      );
+
       await t.step("bad requests get a 4xx JSON error naming the problem", async () => {
         const text = new TextEncoder().encode("hello, I am not an image");
         const damaged = IMAGES[0].slice(0, 60);
@@ -449,6 +486,7 @@ Deno.test({
           ["top=0", () => predict(server, png, "?top=0"), 400, /top="0"/],
           ["top=-2", () => predict(server, png, "?top=-2"), 400, /top="-2"/],
           ["top=2.5", () => predict(server, png, "?top=2.5"), 400, /top="2.5"/],
+          ["tta=mirror", () => predict(server, png, "?tta=mirror"), 400, /tta="mirror": expected one of/],
           ["GET /predict", () => call(server, "/predict"), 405, /GET \/predict is not allowed: use POST/],
           ["POST /health", () => call(server, "/health", { method: "POST", body: "x" }), 405, /use GET/],
           ["unknown path", () => call(server, "/v1/classify"), 404, /no such endpoint \/v1\/classify/],
@@ -532,6 +570,7 @@ Deno.test("the server refuses bad command lines with a message and a non-zero ex
       /--port: expected an integer from 0 to 65535, got "http"/,
     ],
     [["--port", "0"], 2, /give --weights FILE or --model NAME/],
+    [["--model", "cct_2_3x2_32", "--tta", "mirror"], 2, /--tta mirror: expected one of none, flip/],
     [["--model", "cct_99_3x2_32", "--port", "0"], 1, /unknown model "cct_99_3x2_32"/],
     [["--weights", "missing.safetensors", "--port", "0"], 1, /missing\.safetensors/],
   ];

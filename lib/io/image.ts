@@ -226,7 +226,21 @@ export function resizeBilinear(
 
 /**
  * An image as uint8 CHW at the requested geometry (channel conversion then bilinear resize, rounded) — how image
- * folders are stored in memory.
+ * folders are stored in memory, and what the views of test-time augmentation (`ttaInputs`, `ttaLogits`) take.
+ *
+ * @param image A decoded image, any size and any of the four channel layouts.
+ * @param geometry The model's input channels, height and width.
+ * @returns `channels·height·width` bytes, CHW.
+ *
+ * @example An RGB PNG as one gray 28×28 image
+ * ```ts
+ * import { encode } from "npm:fast-png@8.0.0";
+ * import { decodeImage, toUint8CHW } from "@compact-transformers/cct";
+ *
+ * const png = encode({ width: 56, height: 56, channels: 3, data: new Uint8Array(56 * 56 * 3).fill(200) });
+ * const bytes = toUint8CHW(decodeImage(png, "gray.png"), { channels: 1, height: 28, width: 28 });
+ * console.log(bytes.length, bytes[0]); // 784 200
+ * ```
  */
 export function toUint8CHW(
   image: DecodedImage,

@@ -74,6 +74,36 @@ export function viewImages(
 }
 
 /**
+ * The model inputs of the views of `mode`: each view of the byte images, normalised, as one float32 NCHW array
+ * laid out like `images` (the image itself first). {@link ttaLogits} runs them one forward pass each; a caller
+ * that batches its own forward passes (the HTTP server example) averages the logits itself.
+ *
+ * @param images `n` uint8 CHW images back to back, at the model's input geometry (e.g. from `toUint8CHW`).
+ * @param data Geometry and per-channel normalisation, e.g. the {@link Dataset} the images come from.
+ * @param mode Which views (default "none": the image alone).
+ * @returns One float32 array per view, each `images.length` long.
+ * @throws {RangeError} For an unknown mode. {@link TypeError} If `images` is not whole images of that geometry.
+ *
+ * @example The two inputs of flip TTA for one image
+ * ```ts
+ * import { loadDataset, ttaInputs } from "@compact-transformers/cct";
+ *
+ * const data = await loadDataset("synthetic:gray28");
+ * const [plain, mirrored] = ttaInputs(data.test.images.subarray(0, 28 * 28), data, "flip");
+ * console.log(plain[0] === mirrored[27]); // true: the first pixel of row 0 is the last of its mirror
+ * ```
+ */
+export function ttaInputs(
+  images: Uint8Array,
+  data: Pick<Dataset, "channels" | "height" | "width" | "mean" | "std">,
+  mode: TestTimeAugmentation = "none",
+): Float32Array[] {
+  return ttaViews(mode).map((view, i) =>
+    normalizeImages(i === 0 ? images : viewImages(images, data, view), data)
+  );
+}
+
+/**
  * The logits of byte images averaged over the views of `mode`: one forward pass per view, the image itself first.
  * `evaluate` and `cli.ts predict` score with it.
  *
@@ -100,14 +130,14 @@ export async function ttaLogits(
   data: Pick<Dataset, "channels" | "height" | "width" | "mean" | "std">,
   mode: TestTimeAugmentation = "none",
 ): Promise<Float32Array> {
-  const views = ttaViews(mode);
+  const inputs = ttaInputs(images, data, mode);
   const count = images.length / (data.channels * data.height * data.width);
   const shape = [count, data.channels, data.height, data.width] as const;
-  const logits = await model.forward(normalizeImages(images, data), shape);
-  for (const view of views.slice(1)) {
-    const more = await model.forward(normalizeImages(viewImages(images, data, view), data), shape);
+  const logits = await model.forward(inputs[0], shape);
+  for (const input of inputs.slice(1)) {
+    const more = await model.forward(input, shape);
     for (let i = 0; i < logits.length; i++) logits[i] += more[i];
   }
-  if (views.length > 1) { for (let i = 0; i < logits.length; i++) logits[i] /= views.length; }
+  if (inputs.length > 1) { for (let i = 0; i < logits.length; i++) logits[i] /= inputs.length; }
   return logits;
 }

@@ -4,7 +4,7 @@ import { customConfig } from "../../lib/models/config.ts";
 import { createSynthetic } from "../../lib/data/synthetic.ts";
 import { normalizeImages } from "../../lib/data/dataset.ts";
 import { evaluate, Scoreboard } from "../../lib/train/trainer.ts";
-import { TEST_TIME_AUGMENTATIONS, ttaViews, viewImages } from "../../lib/train/tta.ts";
+import { TEST_TIME_AUGMENTATIONS, ttaInputs, ttaViews, viewImages } from "../../lib/train/tta.ts";
 import { assertEquals } from "../support/check.ts";
 
 /** Element (i, c, y, x) of a view, written out independently of `viewImages`. */
@@ -89,6 +89,27 @@ Deno.test("viewImages mirrors and shifts every image and channel, filling with 0
     message = (e as Error).message;
   }
   if (!message.includes("2×3×5")) throw new Error(`message: ${message}`);
+});
+
+Deno.test("ttaInputs normalises each view of the mode, the image itself first", () => {
+  // Two RGB 3×4 images, per-channel statistics that differ so a channel mix-up shows.
+  const g = { channels: 3, height: 3, width: 4, mean: [0.1, 0.5, 0.9], std: [0.2, 0.3, 0.4] };
+  const src = Uint8Array.from({ length: 2 * 3 * 3 * 4 }, (_, i) => (i * 53) % 256);
+  for (const mode of TEST_TIME_AUGMENTATIONS) {
+    const inputs = ttaInputs(src, g, mode);
+    const views = ttaViews(mode);
+    assertEquals(inputs.length, views.length, mode);
+    for (const [v, view] of views.entries()) {
+      const want = expectedView(src, g, view);
+      for (let i = 0; i < want.length; i++) {
+        const c = Math.floor(i / 12) % 3;
+        const x = (want[i] / 255 - g.mean[c]) / g.std[c];
+        if (!(Math.abs(inputs[v][i] - x) <= 1e-6)) {
+          throw new Error(`${mode} view ${v} element ${i}: ${inputs[v][i]}, expected ${x}`);
+        }
+      }
+    }
+  }
 });
 
 Deno.test("evaluate with TTA scores the mean of the views' logits", async () => {
