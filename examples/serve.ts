@@ -113,7 +113,7 @@ export interface ServeOptions {
   hostname?: string;
   /** Port (default 8000; 0 picks a free one). */
   port?: number;
-  /** Most requests per forward pass (default 32). */
+  /** Most images per forward pass (default 32): a request is one image, or one per view with TTA. */
   maxBatch?: number;
   /** How long a request waits for others to share its forward pass (default 5 ms). */
   maxWaitMs?: number;
@@ -430,7 +430,7 @@ const USAGE = `usage: serve.ts (--weights FILE [--model NAME] | --model NAME) [o
   --model NAME           registered model; alone, random weights (for smoke tests only)
   --host HOST            interface to listen on (default 127.0.0.1)
   --port N               port (default 8000; 0 picks a free one)
-  --max-batch N          most requests per forward pass (default 32)
+  --max-batch N          most images per forward pass (default 32; a TTA request is one per view)
   --batch-wait-ms MS     how long a request waits for others to batch with (default 5)
   --max-body-bytes N     largest request body (default 8388608)
   --tta MODE             test-time augmentation of requests without ?tta=: none (default), flip (the image
