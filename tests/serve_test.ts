@@ -12,6 +12,7 @@ import { encode as encodePng } from "npm:fast-png@8.0.0";
 import jpeg from "npm:jpeg-js@0.4.4";
 import { batchBuckets, BatcherClosedError, bucketFor, MicroBatcher } from "../examples/_batcher.ts";
 import { rng } from "./support/check.ts";
+import { denoCommand } from "./support/deno.ts";
 import { modelConfig, parameterSpecs } from "../lib/models/config.ts";
 import { serializeSafetensors, type TensorToWrite } from "../lib/io/safetensors.ts";
 
@@ -112,16 +113,6 @@ Deno.test("MicroBatcher.close runs the queued items without waiting, then refuse
 
 // ---------------------------------------------------------------------------------------------------------------
 // The server, as a subprocess
-
-/** The deno binary this test may run: its own executable when allowed, else `deno` from PATH. */
-function denoCommand(): string {
-  for (const command of [Deno.execPath(), "deno"]) {
-    if (Deno.permissions.querySync({ name: "run", command }).state === "granted") return command;
-  }
-  throw new Error(
-    "tests/serve_test.ts needs --allow-run=deno (or the deno binary's path) and --allow-net=127.0.0.1",
-  );
-}
 
 /** `n` seeded random bytes. */
 function randomBytes(n: number, seed: number): Uint8Array {
@@ -225,7 +216,7 @@ async function streamText(stream: ReadableStream<Uint8Array>): Promise<string> {
 
 /** The server process with narrow permissions: loopback only, no file access unless `permissions` add some. */
 function serverCommand(args: string[], permissions: string[] = []): Deno.Command {
-  return new Deno.Command(denoCommand(), {
+  return new Deno.Command(denoCommand("tests/serve_test.ts (with --allow-net=127.0.0.1)"), {
     args: [
       "run",
       "--no-prompt",

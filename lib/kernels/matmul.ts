@@ -225,13 +225,23 @@ function vec4Binding(t: Tensor): GPUBufferBinding | undefined {
  * C[M,N] (+)= act(alpha·op(A)·op(B) + bias) with optional pre-activation output, GELU' factor, strided batching
  * and arbitrary element offsets and leading dimensions. Chooses the tuned (or default) variant for the shape.
  *
- * @example Attention scores of head h: q·kᵀ from one qkv tensor [B, T, 3d].
- * ```ts ignore
+ * @example Every head's attention scores q·kᵀ/√hd, read from one qkv tensor [B, T, 3d] as strided batches
+ * ```ts
+ * import { createTensor, getGpu, matmul, Plan, readTensor, uploadTensor } from "@compact-transformers/cct";
+ *
+ * const [B, T, H, d] = [2, 5, 2, 8], hd = d / H;
+ * const gpu = await getGpu();
+ * const values = Float32Array.from({ length: B * T * 3 * d }, Math.random);
+ * const qkv = uploadTensor(gpu, values, [B, T, 3 * d], "qkv");
+ * const scores = createTensor(gpu, [B, H, T, T], "scores");
+ * const plan = new Plan(gpu, "scores");
  * matmul(plan, scores, qkv, qkv, {
  *   m: T, n: T, k: hd, transB: true, alpha: 1 / Math.sqrt(hd), lda: 3 * d, ldb: 3 * d, ldc: T,
  *   offA: 0, offB: d, batch: { dims: [B, H], strideA: [T * 3 * d, hd], strideB: [T * 3 * d, hd],
  *   strideC: [H * T * T, T * T] },
  * });
+ * await plan.run();
+ * console.log((await readTensor(gpu, scores)).length); // 100
  * ```
  */
 export function matmul(plan: Plan, c: Tensor, a: Tensor, b: Tensor, o: MatmulOptions): void {
