@@ -111,6 +111,9 @@ run
   --seed N                seed of data order, augmentation, dropout and initial weights (default 0)
   --output DIR            output folder (default runs/<model>-<dataset>-<time>)
   --resume FILE           continue a run from its last.state.safetensors
+  --initial-checkpoint F  start a new run from these weights (safetensors or an official .pth): the model
+                          is the file's own unless --model names one; a head of another class count is
+                          re-initialised and a learnable positional embedding resized to the data
   --config FILE           JSON file of options (keys as above, camelCase or as flags); flags win
   --log-every N           steps between progress reports (default 20)
   --eval-every N          evaluate the test split every N epochs and after the last (default 1; 0: only
@@ -152,6 +155,7 @@ const trainFlags = {
   seed: { type: "string" },
   output: { type: "string" },
   resume: { type: "string" },
+  "initial-checkpoint": { type: "string" },
   config: { type: "string" },
   "log-every": { type: "string" },
   "eval-every": { type: "string" },
@@ -266,6 +270,9 @@ async function train(args: string[]): Promise<number> {
   }
   const v: Values = flags.config ? { ...(await readConfigFile(flags.config as string)), ...flags } : flags;
   const resume = v.resume as string | undefined;
+  if (resume && v["initial-checkpoint"]) {
+    throw new UsageError("--resume continues a run and --initial-checkpoint starts one: give one of them");
+  }
   const saved = resume ? await loadTrainingState(resume) : undefined;
   const dataSpec = v.data ? `folder:${v.data}` : (v.dataset as string | undefined) ??
     saved?.info.dataset ?? "synthetic:gray28";
@@ -281,7 +288,14 @@ async function train(args: string[]): Promise<number> {
     model = await CompactTransformer.create(saved.info.config, {});
     await model.loadWeights(saved.weights);
   } else {
-    const name = (v.model as string | undefined) ?? "cct_2_3x2_32";
+    const initial = v["initial-checkpoint"] as string | undefined;
+    const file = initial ? parseWeights(await Deno.readFile(initial), initial) : undefined;
+    const own = file?.metadata.config ? checkpointInfo(file.metadata, initial!).config : undefined;
+    if (file && !own && !v.model) {
+      throw new UsageError(
+        `${initial} carries no model description (an official .pth?): name it with --model`,
+      );
+    }
     const options: ModelOptions = {
       imgSize: [data.height, data.width],
       inChannels: data.channels,
@@ -294,7 +308,18 @@ async function train(args: string[]): Promise<number> {
     for (const k of Object.keys(options) as (keyof ModelOptions)[]) {
       if (options[k] === undefined) delete options[k];
     }
-    model = await CompactTransformer.create(name, { ...options, seed });
+    // The data decide geometry and classes; a checkpoint's own config keeps its depth, width and rates.
+    const base = (v.model as string | undefined) ?? own ?? "cct_2_3x2_32";
+    model = await CompactTransformer.create(base, { ...options, seed });
+    if (file) {
+      const report = await model.loadWeights(file.tensors, { strict: false, name: initial });
+      const changes = [
+        report.reinitialised.length ? `re-initialised ${report.reinitialised.join(", ")}` : "",
+        report.adapted.length ? `resized ${report.adapted.join(", ")}` : "",
+        report.ignored.length ? `ignored ${report.ignored.join(", ")}` : "",
+      ].filter((c) => c);
+      console.log(`initial weights: ${initial}${changes.length ? ` (${changes.join("; ")})` : ""}`);
+    }
   }
   if (saved) {
     // Steps per epoch decide the schedule, the seeds and the data order of the run being continued.

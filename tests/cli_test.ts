@@ -4,6 +4,8 @@
  */
 import { join } from "node:path";
 import { main } from "../cli.ts";
+import { parseWeights } from "../lib/models/model.ts";
+import type { HostTensor } from "../lib/models/weights.ts";
 import { encode as encodePng } from "npm:fast-png@8.0.0";
 import { bytes, global, pth, REDUCE, STOP } from "./support/pickle.ts";
 import { assertEquals } from "./support/check.ts";
@@ -145,6 +147,135 @@ Deno.test("train, eval, predict and resume work on an image folder", async () =>
     // --eval-every 0: only the last epoch is evaluated.
     const summaries = resumed.out.split("\n").filter((line) => /^epoch \d\/3 train/.test(line));
     assertEquals(summaries.map((line) => line.includes("| test ")), [false, true], resumed.out);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("train --initial-checkpoint starts a new run from weights: its own, or an official .pth with a new head", async () => {
+  const dir = await Deno.makeTempDir({ dir: "/tmp", prefix: "cli_initial_" });
+  try {
+    const folder = async (name: string, classes: [string, number][], channels: 1 | 3, size: number) => {
+      for (const [cls, value] of classes) {
+        await Deno.mkdir(join(dir, name, cls), { recursive: true });
+        for (let i = 0; i < 8; i++) {
+          const data = new Uint8Array(size * size * channels).fill(value + i);
+          await Deno.writeFile(
+            join(dir, name, cls, `${i}.png`),
+            encodePng({ width: size, height: size, data, channels }),
+          );
+        }
+      }
+      return join(dir, name);
+    };
+    const two = await folder("two", [["dark", 20], ["light", 230]], 1, 16);
+    const three = await folder("three", [["dark", 20], ["mid", 120], ["light", 230]], 1, 16);
+    const rgb = await folder("rgb", [["dark", 20], ["light", 230]], 3, 32);
+    // With every learning rate 0 a run's weights are the ones it started from, bit for bit.
+    const frozen = ["--epochs", "1", "--lr", "0", "--warmup-lr", "0", "--min-lr", "0", "--batch-size", "8"];
+    const weights = async (path: string) => parseWeights(await Deno.readFile(path), path).tensors;
+    const sameExcept = (a: Map<string, HostTensor>, b: Map<string, HostTensor>, except: string[]) => {
+      const names = [...a.keys()].filter((n) => !except.includes(n));
+      assertEquals(names.length > 20, true, `only ${names.length} tensors compared`);
+      for (const name of names) {
+        assertEquals(b.get(name)?.data.every((x, i) => x === a.get(name)!.data[i]), true, `${name} changed`);
+      }
+    };
+
+    const first = join(dir, "first");
+    const trained = await run(
+      "train",
+      "--model",
+      "cct_2_3x2_32",
+      "--epochs",
+      "1",
+      "--data",
+      two,
+      "--img-size",
+      "16",
+      "--batch-size",
+      "8",
+      "--output",
+      first,
+    );
+    assertEquals(trained.code, 0, trained.err);
+    const start = join(first, "last.safetensors");
+
+    // Its own checkpoint, no --model: the same model, every tensor taken as it is.
+    const again = await run(
+      "train",
+      "--initial-checkpoint",
+      start,
+      "--data",
+      two,
+      "--img-size",
+      "16",
+      ...frozen,
+      "--output",
+      join(dir, "again"),
+    );
+    assertEquals(again.code, 0, again.err);
+    if (!again.out.includes(`initial weights: ${start}\n`)) throw new Error(again.out);
+    sameExcept(await weights(start), await weights(join(dir, "again", "last.safetensors")), []);
+
+    // Three classes: a new head, the rest unchanged.
+    const wider = await run(
+      "train",
+      "--initial-checkpoint",
+      start,
+      "--data",
+      three,
+      "--img-size",
+      "16",
+      ...frozen,
+      "--output",
+      join(dir, "wider"),
+    );
+    assertEquals(wider.code, 0, wider.err);
+    if (!wider.out.includes("re-initialised classifier.fc.weight, classifier.fc.bias")) {
+      throw new Error(wider.out);
+    }
+    const widened = await weights(join(dir, "wider", "last.safetensors"));
+    assertEquals(widened.get("classifier.fc.weight")!.shape, [3, 128]);
+    sameExcept(await weights(start), widened, ["classifier.fc.weight", "classifier.fc.bias"]);
+
+    // The official CIFAR-10 checkpoint onto two RGB classes: fine-tuning as in the paper's transfer runs.
+    const official = join(FIXTURES, "cct_2_3x2_32.pth");
+    const tuned = await run(
+      "train",
+      "--initial-checkpoint",
+      official,
+      "--model",
+      "cct_2_3x2_32",
+      "--data",
+      rgb,
+      "--img-size",
+      "32",
+      ...frozen,
+      "--output",
+      join(dir, "tuned"),
+    );
+    assertEquals(tuned.code, 0, tuned.err);
+    if (!tuned.out.includes("re-initialised classifier.fc.weight, classifier.fc.bias")) {
+      throw new Error(tuned.out);
+    }
+    sameExcept(await weights(official), await weights(join(dir, "tuned", "last.safetensors")), [
+      "classifier.fc.weight",
+      "classifier.fc.bias",
+    ]);
+
+    expectFailure(
+      await run("train", "--initial-checkpoint", official, "--data", rgb),
+      2,
+      official,
+      "--model",
+    );
+    expectFailure(
+      await run("train", "--initial-checkpoint", start, "--resume", join(first, "last.state.safetensors")),
+      2,
+      "--resume",
+      "--initial-checkpoint",
+    );
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
