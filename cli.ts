@@ -87,6 +87,7 @@ data
                           mnist:DIR, cifar10:DIR, cifar100:DIR, cifar100-coarse:DIR, folder:DIR
   --data DIR              shorthand for --dataset folder:DIR
   --img-size N            resize image folders to N×N (default 32)
+  --channels N            image folders as 1 (gray) or 3 (RGB, default) channels
 optimisation (timm names)
   --epochs N              epochs of the cosine schedule (default 3 on the synthetic set, 10 otherwise)
   --batch-size N          batch size (default 128)
@@ -113,7 +114,8 @@ run
   --resume FILE           continue a run from its last.state.safetensors
   --initial-checkpoint F  start a new run from these weights (safetensors or an official .pth): the model
                           is the file's own unless --model names one; a head of another class count is
-                          re-initialised and a learnable positional embedding resized to the data
+                          re-initialised, a learnable positional embedding resized and the first conv
+                          adapted to the data's channels (timm's rule: RGB summed for gray)
   --config FILE           JSON file of options (keys as above, camelCase or as flags); flags win
   --log-every N           steps between progress reports (default 20)
   --eval-every N          evaluate the test split every N epochs and after the last (default 1; 0: only
@@ -134,6 +136,7 @@ const trainFlags = {
   dataset: { type: "string" },
   data: { type: "string" },
   "img-size": { type: "string" },
+  channels: { type: "string" },
   epochs: { type: "string" },
   "batch-size": { type: "string" },
   lr: { type: "string" },
@@ -281,7 +284,11 @@ async function train(args: string[]): Promise<number> {
   // checked here, before the data and the model load.
   const baseOptions = saved?.options ?? (dataSpec.startsWith("synthetic") ? { epochs: 3 } : {});
   const trainOptions = trainOptionsFrom(v, baseOptions);
-  const data = await loadDataset(dataSpec, { seed, size: num(v, "img-size", { min: 4, integer: true }) });
+  const data = await loadDataset(dataSpec, {
+    seed,
+    size: num(v, "img-size", { min: 4, integer: true }),
+    channels: num(v, "channels", { min: 1, max: 3, integer: true }),
+  });
 
   let model: CompactTransformer;
   if (saved) {
@@ -315,7 +322,7 @@ async function train(args: string[]): Promise<number> {
       const report = await model.loadWeights(file.tensors, { strict: false, name: initial });
       const changes = [
         report.reinitialised.length ? `re-initialised ${report.reinitialised.join(", ")}` : "",
-        report.adapted.length ? `resized ${report.adapted.join(", ")}` : "",
+        report.adapted.length ? `adapted ${report.adapted.join(", ")}` : "",
         report.ignored.length ? `ignored ${report.ignored.join(", ")}` : "",
       ].filter((c) => c);
       console.log(`initial weights: ${initial}${changes.length ? ` (${changes.join("; ")})` : ""}`);

@@ -5,7 +5,7 @@
 import { join } from "node:path";
 import { main } from "../cli.ts";
 import { parseWeights } from "../lib/models/model.ts";
-import type { HostTensor } from "../lib/models/weights.ts";
+import { adaptInputChannels, type HostTensor } from "../lib/models/weights.ts";
 import { encode as encodePng } from "npm:fast-png@8.0.0";
 import { bytes, global, pth, REDUCE, STOP } from "./support/pickle.ts";
 import { assertEquals } from "./support/check.ts";
@@ -152,7 +152,7 @@ Deno.test("train, eval, predict and resume work on an image folder", async () =>
   }
 });
 
-Deno.test("train --initial-checkpoint starts a new run from weights: its own, or an official .pth with a new head", async () => {
+Deno.test("train --initial-checkpoint starts a new run from weights: its own, or an official .pth with a new head, for RGB or gray images", async () => {
   const dir = await Deno.makeTempDir({ dir: "/tmp", prefix: "cli_initial_" });
   try {
     const folder = async (name: string, classes: [string, number][], channels: 1 | 3, size: number) => {
@@ -262,6 +262,37 @@ Deno.test("train --initial-checkpoint starts a new run from weights: its own, or
     sameExcept(await weights(official), await weights(join(dir, "tuned", "last.safetensors")), [
       "classifier.fc.weight",
       "classifier.fc.bias",
+    ]);
+
+    // ... and onto gray images: the first conv's RGB filters summed (timm's rule), the rest as saved.
+    const gray = await run(
+      "train",
+      "--initial-checkpoint",
+      official,
+      "--model",
+      "cct_2_3x2_32",
+      "--data",
+      two,
+      "--img-size",
+      "32",
+      "--channels",
+      "1",
+      ...frozen,
+      "--output",
+      join(dir, "gray"),
+    );
+    assertEquals(gray.code, 0, gray.err);
+    if (!gray.out.includes("adapted tokenizer.conv_layers.0.0.weight")) throw new Error(gray.out);
+    const grayWeights = await weights(join(dir, "gray", "last.safetensors"));
+    const conv = (await weights(official)).get("tokenizer.conv_layers.0.0.weight")!;
+    assertEquals(
+      Array.from(grayWeights.get("tokenizer.conv_layers.0.0.weight")!.data),
+      Array.from(adaptInputChannels(conv.data as Float32Array, 3, [64, 1, 3, 3])),
+    );
+    sameExcept(await weights(official), grayWeights, [
+      "classifier.fc.weight",
+      "classifier.fc.bias",
+      "tokenizer.conv_layers.0.0.weight",
     ]);
 
     expectFailure(

@@ -162,8 +162,9 @@ export class CompactTransformer {
   /**
    * Loads weights from safetensors or an official PyTorch `.pth` (bytes or a path). Strict by default: every
    * name and shape must match, and all problems are reported in one TypeError. With `strict: false` a
-   * classifier of another class count is left at its initial values and a learnable positional embedding is
-   * resized. Nothing is written to the model unless the whole file is valid.
+   * classifier of another class count is left at its initial values, a learnable positional embedding is
+   * resized and the first conv is adapted to another input channel count (`matchStateDict`). Nothing is written
+   * to the model unless the whole file is valid.
    */
   async loadWeights(
     source: WeightSource,

@@ -1,7 +1,7 @@
 /**
  * Checkpoint adapters: matching a state dict against a model's parameter table (all problems reported at once),
  * and the non-strict fine-tuning conversions (drop the classifier on a class-count change, resize a learnable
- * positional embedding to a new token grid).
+ * positional embedding to a new token grid, adapt the first conv to another input channel count).
  */
 import { type ModelConfig, parameterSpecs, tokenizerGeometry } from "./config.ts";
 import { sinePositionalTable } from "./init.ts";
@@ -36,7 +36,8 @@ export interface MatchReport {
  * Maps a state dict onto `config`'s parameter table. Strict: every name present with its exact shape, nothing
  * unexpected, else one TypeError listing every problem. Non-strict: `classifier.fc.*` of another class count is
  * skipped (re-initialised), a learnable positional embedding of another grid is resized bilinearly, a sine table is
- * regenerated, unknown names are ignored; other mismatches still fail.
+ * regenerated, the first conv of another input channel count is adapted ({@link adaptInputChannels}), unknown
+ * names are ignored; other mismatches still fail.
  *
  * Nothing is uploaded: `CompactTransformer.loadWeights` uses this and then writes `values` to the GPU.
  *
@@ -99,6 +100,12 @@ export function matchStateDict(
         values.set(spec.name, resized);
         report.adapted.push(spec.name);
       } else misshaped.push(describe(spec.name, t.shape, spec.shape));
+    } else if (
+      !strict && spec.name === FIRST_CONV && t.shape.length === 4 && t.shape[0] === spec.shape[0] &&
+      t.shape[2] === spec.shape[2] && t.shape[3] === spec.shape[3]
+    ) {
+      values.set(spec.name, adaptInputChannels(t.data, t.shape[1], spec.shape));
+      report.adapted.push(spec.name);
     } else misshaped.push(describe(spec.name, t.shape, spec.shape));
   }
   if (!strict) report.ignored.push(...unexpected);
@@ -112,6 +119,44 @@ export function matchStateDict(
     throw new TypeError(`${source}: does not fit model ${config.name}: ${problems.join("; ")}`);
   }
   return { values, report };
+}
+
+/** The convolution that reads the image: CCT's first tokenizer layer, the ViT-Lite/CVT patch embedding. */
+const FIRST_CONV = "tokenizer.conv_layers.0.0.weight";
+
+/**
+ * A first-layer conv weight [out, from, kh, kw] for `to` input channels, as timm's `adapt_input_conv`: one channel
+ * gets the sum over the saved ones, so a gray image scores as the same image with equal R, G and B did; more
+ * channels repeat the saved ones cyclically, scaled by from/to (for a one-channel source, an image of equal
+ * channels scores as its one channel did).
+ *
+ * @param weight The saved weight, row-major [out, from, kh, kw].
+ * @param from Its input channel count.
+ * @param shape The model's weight shape [out, to, kh, kw].
+ * @returns The adapted weight, row-major in `shape`.
+ */
+export function adaptInputChannels(
+  weight: Float32Array,
+  from: number,
+  shape: readonly number[],
+): Float32Array {
+  const [out, to, kh, kw] = shape;
+  const taps = kh * kw;
+  if (weight.length !== out * from * taps) {
+    throw new RangeError(`adaptInputChannels: ${weight.length} values for [${out}, ${from}, ${kh}, ${kw}]`);
+  }
+  const adapted = new Float32Array(out * to * taps);
+  const add = (dst: number, src: number, scale: number) => {
+    for (let i = 0; i < taps; i++) adapted[dst + i] += weight[src + i] * scale;
+  };
+  for (let o = 0; o < out; o++) {
+    if (to === 1) {
+      for (let c = 0; c < from; c++) add(o * taps, (o * from + c) * taps, 1);
+    } else {
+      for (let c = 0; c < to; c++) add((o * to + c) * taps, (o * from + (c % from)) * taps, from / to);
+    }
+  }
+  return adapted;
 }
 
 function sameShape(a: readonly number[], b: readonly number[]): boolean {

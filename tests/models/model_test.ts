@@ -2,6 +2,7 @@
 import { CompactTransformer } from "../../lib/models/model.ts";
 import { customConfig, modelConfig, sequenceLength } from "../../lib/models/config.ts";
 import { parseSafetensors } from "../../lib/io/safetensors.ts";
+import { adaptInputChannels } from "../../lib/models/weights.ts";
 import { assertClose, assertEquals, assertRejects, randn } from "../support/check.ts";
 
 const cases: [string, Parameters<typeof CompactTransformer.create>[1]][] = [
@@ -111,6 +112,52 @@ Deno.test("non-strict loading replaces the head and resizes a learnable position
   } finally {
     model.destroy();
   }
+});
+
+Deno.test("non-strict loading adapts the first conv to another input channel count (timm's rule)", async (t) => {
+  // An image with equal channels must score the same through the source model and the adapted one.
+  for (
+    const [family, from, to] of [["cct_2_3x2_32", 3, 1], ["cct_2_3x2_32", 1, 3], [
+      "cvt_2_4_32",
+      3,
+      1,
+    ]] as const
+  ) {
+    await t.step(`${family}: ${from} → ${to} channels`, async () => {
+      const source = await CompactTransformer.create(family, { inChannels: from, seed: 11 });
+      const bytes = await source.saveWeights();
+      const model = await CompactTransformer.create(family, { inChannels: to, seed: 12 });
+      try {
+        await assertRejects(() => model.loadWeights(bytes), TypeError, "tokenizer.conv_layers.0.0.weight");
+        const report = await model.loadWeights(bytes, { strict: false });
+        assertEquals(report.adapted, ["tokenizer.conv_layers.0.0.weight"]);
+        assertEquals(report.reinitialised, []);
+        const n = 2, hw = 32 * 32;
+        const gray = Float32Array.from(randn(n * hw, 13));
+        const spread = (c: number) => {
+          const x = new Float32Array(n * c * hw);
+          for (let i = 0; i < n; i++) {
+            for (let k = 0; k < c; k++) x.set(gray.subarray(i * hw, (i + 1) * hw), (i * c + k) * hw);
+          }
+          return x;
+        };
+        const want = await source.forward(spread(from), [n, from, 32, 32]);
+        const got = await model.forward(spread(to), [n, to, 32, 32]);
+        assertClose("logits", got, want, { atol: 1e-5, rtol: 1e-4 });
+      } finally {
+        source.destroy();
+        model.destroy();
+      }
+    });
+  }
+  // Three to four channels: the saved ones repeated cyclically, scaled by 3/4.
+  const w = Float32Array.from({ length: 2 * 3 * 4 }, (_, i) => i + 1); // [2, 3, 2, 2]
+  const adapted = adaptInputChannels(w, 3, [2, 4, 2, 2]);
+  assertEquals(Array.from(adapted.subarray(12, 16)), Array.from(w.subarray(0, 4), (v) => v * 0.75));
+  assertEquals(
+    Array.from(adapted.subarray(16 + 8, 16 + 12)),
+    Array.from(w.subarray(12 + 8, 12 + 12), (v) => v * 0.75),
+  );
 });
 
 Deno.test("inputs of the wrong shape are refused with a TypeError naming the model", async () => {
