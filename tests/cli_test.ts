@@ -182,6 +182,24 @@ Deno.test("train --initial-checkpoint starts a new run from weights: its own, or
       }
     };
 
+    /** A frozen run from `initial` on `data`; its printed output and final weights. */
+    const frozenRun = async (out: string, initial: string, data: string, ...flags: string[]) => {
+      const r = await run(
+        "train",
+        "--initial-checkpoint",
+        initial,
+        "--data",
+        data,
+        ...frozen,
+        ...flags,
+        "--output",
+        out,
+      );
+      assertEquals(r.code, 0, r.err);
+      return { out: r.out, weights: await weights(join(out, "last.safetensors")) };
+    };
+    const head = ["classifier.fc.weight", "classifier.fc.bias"];
+
     const first = join(dir, "first");
     const trained = await run(
       "train",
@@ -202,98 +220,33 @@ Deno.test("train --initial-checkpoint starts a new run from weights: its own, or
     const start = join(first, "last.safetensors");
 
     // Its own checkpoint, no --model: the same model, every tensor taken as it is.
-    const again = await run(
-      "train",
-      "--initial-checkpoint",
-      start,
-      "--data",
-      two,
-      "--img-size",
-      "16",
-      ...frozen,
-      "--output",
-      join(dir, "again"),
-    );
-    assertEquals(again.code, 0, again.err);
+    const again = await frozenRun(join(dir, "again"), start, two, "--img-size", "16");
     if (!again.out.includes(`initial weights: ${start}\n`)) throw new Error(again.out);
-    sameExcept(await weights(start), await weights(join(dir, "again", "last.safetensors")), []);
+    sameExcept(await weights(start), again.weights, []);
 
     // Three classes: a new head, the rest unchanged.
-    const wider = await run(
-      "train",
-      "--initial-checkpoint",
-      start,
-      "--data",
-      three,
-      "--img-size",
-      "16",
-      ...frozen,
-      "--output",
-      join(dir, "wider"),
-    );
-    assertEquals(wider.code, 0, wider.err);
-    if (!wider.out.includes("re-initialised classifier.fc.weight, classifier.fc.bias")) {
-      throw new Error(wider.out);
-    }
-    const widened = await weights(join(dir, "wider", "last.safetensors"));
-    assertEquals(widened.get("classifier.fc.weight")!.shape, [3, 128]);
-    sameExcept(await weights(start), widened, ["classifier.fc.weight", "classifier.fc.bias"]);
+    const wider = await frozenRun(join(dir, "wider"), start, three, "--img-size", "16");
+    if (!wider.out.includes(`re-initialised ${head.join(", ")}`)) throw new Error(wider.out);
+    assertEquals(wider.weights.get("classifier.fc.weight")!.shape, [3, 128]);
+    sameExcept(await weights(start), wider.weights, head);
 
     // The official CIFAR-10 checkpoint onto two RGB classes: fine-tuning as in the paper's transfer runs.
     const official = join(FIXTURES, "cct_2_3x2_32.pth");
-    const tuned = await run(
-      "train",
-      "--initial-checkpoint",
-      official,
-      "--model",
-      "cct_2_3x2_32",
-      "--data",
-      rgb,
-      "--img-size",
-      "32",
-      ...frozen,
-      "--output",
-      join(dir, "tuned"),
-    );
-    assertEquals(tuned.code, 0, tuned.err);
-    if (!tuned.out.includes("re-initialised classifier.fc.weight, classifier.fc.bias")) {
-      throw new Error(tuned.out);
-    }
-    sameExcept(await weights(official), await weights(join(dir, "tuned", "last.safetensors")), [
-      "classifier.fc.weight",
-      "classifier.fc.bias",
-    ]);
+    const model = ["--model", "cct_2_3x2_32", "--img-size", "32"];
+    const tuned = await frozenRun(join(dir, "tuned"), official, rgb, ...model);
+    if (!tuned.out.includes(`re-initialised ${head.join(", ")}`)) throw new Error(tuned.out);
+    sameExcept(await weights(official), tuned.weights, head);
 
     // ... and onto gray images: the first conv's RGB filters summed (timm's rule), the rest as saved.
-    const gray = await run(
-      "train",
-      "--initial-checkpoint",
-      official,
-      "--model",
-      "cct_2_3x2_32",
-      "--data",
-      two,
-      "--img-size",
-      "32",
-      "--channels",
-      "1",
-      ...frozen,
-      "--output",
-      join(dir, "gray"),
-    );
-    assertEquals(gray.code, 0, gray.err);
-    if (!gray.out.includes("adapted tokenizer.conv_layers.0.0.weight")) throw new Error(gray.out);
-    const grayWeights = await weights(join(dir, "gray", "last.safetensors"));
-    const conv = (await weights(official)).get("tokenizer.conv_layers.0.0.weight")!;
+    const conv = "tokenizer.conv_layers.0.0.weight";
+    const gray = await frozenRun(join(dir, "gray"), official, two, ...model, "--channels", "1");
+    if (!gray.out.includes(`adapted ${conv}`)) throw new Error(gray.out);
+    const saved = (await weights(official)).get(conv)!.data as Float32Array;
     assertEquals(
-      Array.from(grayWeights.get("tokenizer.conv_layers.0.0.weight")!.data),
-      Array.from(adaptInputChannels(conv.data as Float32Array, 3, [64, 1, 3, 3])),
+      Array.from(gray.weights.get(conv)!.data),
+      Array.from(adaptInputChannels(saved, 3, [64, 1, 3, 3])),
     );
-    sameExcept(await weights(official), grayWeights, [
-      "classifier.fc.weight",
-      "classifier.fc.bias",
-      "tokenizer.conv_layers.0.0.weight",
-    ]);
+    sameExcept(await weights(official), gray.weights, [...head, conv]);
 
     expectFailure(
       await run("train", "--initial-checkpoint", official, "--data", rgb),
