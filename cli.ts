@@ -17,6 +17,7 @@ import { join } from "node:path";
 import { getGpu } from "./lib/gpu/device.ts";
 import {
   forwardMacs,
+  type ModelConfig,
   modelConfig,
   modelNames,
   type ModelOptions,
@@ -25,12 +26,14 @@ import {
   sequenceLength,
 } from "./lib/models/config.ts";
 import { CompactTransformer, parseWeights } from "./lib/models/model.ts";
+import type { HostTensor } from "./lib/models/weights.ts";
 import { loadDataset } from "./lib/data/load.ts";
 import type { Dataset } from "./lib/data/dataset.ts";
 import { readImage, toModelInput, toUint8CHW } from "./lib/io/image.ts";
 import { writeFileAtomic } from "./lib/io/atomic.ts";
 import { serializeSafetensors } from "./lib/io/safetensors.ts";
 import {
+  checkpointConfig,
   checkpointInfo,
   loadTrainingState,
   saveTrainingState,
@@ -112,10 +115,11 @@ run
   --seed N                seed of data order, augmentation, dropout and initial weights (default 0)
   --output DIR            output folder (default runs/<model>-<dataset>-<time>)
   --resume FILE           continue a run from its last.state.safetensors
-  --initial-checkpoint F  start a new run from these weights (safetensors or an official .pth): the model
-                          is the file's own unless --model names one; a head of another class count is
-                          re-initialised, a learnable positional embedding resized and the first conv
-                          adapted to the data's channels (timm's rule: RGB summed for gray)
+  --finetune FILE         start a new run from these weights (safetensors or an official .pth), as DeiT's
+                          --finetune: the file's model (its size, depth and rates) unless --model names
+                          one, and its geometry for image folders; a head of another class count or other
+                          class names is re-initialised, a learnable positional embedding resized to the
+                          data, the first conv adapted to its channels (RGB summed for gray, as timm does)
   --config FILE           JSON file of options (keys as above, camelCase or as flags); flags win
   --log-every N           steps between progress reports (default 20)
   --eval-every N          evaluate the test split every N epochs and after the last (default 1; 0: only
@@ -158,7 +162,7 @@ const trainFlags = {
   seed: { type: "string" },
   output: { type: "string" },
   resume: { type: "string" },
-  "initial-checkpoint": { type: "string" },
+  finetune: { type: "string" },
   config: { type: "string" },
   "log-every": { type: "string" },
   "eval-every": { type: "string" },
@@ -265,6 +269,63 @@ function stamp(): string {
   return new Date().toISOString().replace(/[-:]/g, "").replace(/\..*/, "").replace("T", "-");
 }
 
+/**
+ * `loadDataset`'s folder geometry: `--img-size` and `--channels`, else the model's being continued or
+ * fine-tuned, else the loader's defaults (32, RGB). Other data sets have a geometry of their own.
+ */
+function folderGeometry(v: Values, spec: string, model: ModelConfig | undefined) {
+  const size = num(v, "img-size", { min: 4, integer: true });
+  const channels = num(v, "channels", { min: 1, max: 3, integer: true });
+  if (!spec.startsWith("folder:")) {
+    if (size !== undefined || channels !== undefined) {
+      throw new UsageError(`--img-size and --channels are for image folders; ${spec} has its own geometry`);
+    }
+    return {};
+  }
+  if (channels === 2) throw new UsageError("--channels 2: expected 1 (gray) or 3 (RGB)");
+  const square = model && model.imgHeight === model.imgWidth ? model.imgHeight : undefined;
+  const gray = model && (model.inChannels === 1 || model.inChannels === 3) ? model.inChannels : undefined;
+  return { size: size ?? square, channels: channels ?? gray };
+}
+
+/**
+ * Loads `--finetune` weights non-strictly and says what changed. A head trained on other class names is dropped
+ * even when the count matches; tensors of blocks or layers the model lacks are an error (a deeper model's file
+ * would otherwise be silently cut down), anything else the model does not use (optimizer state) is skipped.
+ */
+async function loadFinetuneWeights(
+  model: CompactTransformer,
+  file: { tensors: Map<string, HostTensor>; metadata: Record<string, string> },
+  path: string,
+  classes: string[],
+): Promise<void> {
+  let tensors = file.tensors;
+  let saved: unknown;
+  try {
+    saved = JSON.parse(file.metadata.classes ?? "null");
+  } catch { /* an unreadable class list is no reason to refuse the weights */ }
+  const otherClasses = Array.isArray(saved) && saved.length === classes.length &&
+    saved.some((name, i) => name !== classes[i]);
+  if (otherClasses) tensors = new Map([...tensors].filter(([name]) => !name.startsWith("classifier.fc.")));
+  const report = await model.loadWeights(tensors, { strict: false, name: path });
+  const foreign = report.ignored.filter((name) => /^(tokenizer|classifier)\./.test(name));
+  if (foreign.length) {
+    throw new TypeError(
+      `${path}: ${foreign.length} tensors do not fit ${model.config.name} (${foreign.slice(0, 3).join(", ")}${
+        foreign.length > 3 ? ", …" : ""
+      }): a deeper or different model; name the right one with --model`,
+    );
+  }
+  const changes = [
+    report.reinitialised.length
+      ? `re-initialised ${report.reinitialised.join(", ")}${otherClasses ? " (other class names)" : ""}`
+      : "",
+    report.adapted.length ? `adapted ${report.adapted.join(", ")}` : "",
+    report.ignored.length ? `${report.ignored.length} tensors not used, e.g. ${report.ignored[0]}` : "",
+  ].filter((c) => c);
+  console.log(`initial weights: ${path}${changes.length ? ` (${changes.join("; ")})` : ""}`);
+}
+
 async function train(args: string[]): Promise<number> {
   const { values: flags } = parse(args, trainFlags);
   if (flags.help) {
@@ -273,12 +334,21 @@ async function train(args: string[]): Promise<number> {
   }
   const v: Values = flags.config ? { ...(await readConfigFile(flags.config as string)), ...flags } : flags;
   const resume = v.resume as string | undefined;
-  if (resume && v["initial-checkpoint"]) {
-    throw new UsageError("--resume continues a run and --initial-checkpoint starts one: give one of them");
+  const finetune = v.finetune as string | undefined;
+  if (resume && finetune) {
+    throw new UsageError("--resume continues a run and --finetune starts one: give one of them");
   }
   const saved = resume ? await loadTrainingState(resume) : undefined;
+  // Read before the data: a bad file fails at once, and its model's geometry is the default for image folders.
+  const start = finetune ? parseWeights(await Deno.readFile(finetune), finetune) : undefined;
+  if (start && !start.metadata.config && !v.model) {
+    throw new UsageError(
+      `${finetune} carries no model description (an official .pth?): name it with --model`,
+    );
+  }
+  const own = start && !v.model ? checkpointConfig(start.metadata, finetune!) : undefined;
   const dataSpec = v.data ? `folder:${v.data}` : (v.dataset as string | undefined) ??
-    saved?.info.dataset ?? "synthetic:gray28";
+    saved?.metadata.dataset_spec ?? saved?.info.dataset ?? "synthetic:gray28";
   const seed = num(v, "seed", { min: 0, integer: true }) ?? saved?.options.seed ?? 0;
   // A few minutes on a CPU adapter for the embedded set; real data sets get the longer default. Flags are
   // checked here, before the data and the model load.
@@ -286,8 +356,7 @@ async function train(args: string[]): Promise<number> {
   const trainOptions = trainOptionsFrom(v, baseOptions);
   const data = await loadDataset(dataSpec, {
     seed,
-    size: num(v, "img-size", { min: 4, integer: true }),
-    channels: num(v, "channels", { min: 1, max: 3, integer: true }),
+    ...folderGeometry(v, dataSpec, saved?.info.config ?? own),
   });
 
   let model: CompactTransformer;
@@ -295,14 +364,6 @@ async function train(args: string[]): Promise<number> {
     model = await CompactTransformer.create(saved.info.config, {});
     await model.loadWeights(saved.weights);
   } else {
-    const initial = v["initial-checkpoint"] as string | undefined;
-    const file = initial ? parseWeights(await Deno.readFile(initial), initial) : undefined;
-    const own = file?.metadata.config ? checkpointInfo(file.metadata, initial!).config : undefined;
-    if (file && !own && !v.model) {
-      throw new UsageError(
-        `${initial} carries no model description (an official .pth?): name it with --model`,
-      );
-    }
     const options: ModelOptions = {
       imgSize: [data.height, data.width],
       inChannels: data.channels,
@@ -318,15 +379,7 @@ async function train(args: string[]): Promise<number> {
     // The data decide geometry and classes; a checkpoint's own config keeps its depth, width and rates.
     const base = (v.model as string | undefined) ?? own ?? "cct_2_3x2_32";
     model = await CompactTransformer.create(base, { ...options, seed });
-    if (file) {
-      const report = await model.loadWeights(file.tensors, { strict: false, name: initial });
-      const changes = [
-        report.reinitialised.length ? `re-initialised ${report.reinitialised.join(", ")}` : "",
-        report.adapted.length ? `adapted ${report.adapted.join(", ")}` : "",
-        report.ignored.length ? `ignored ${report.ignored.join(", ")}` : "",
-      ].filter((c) => c);
-      console.log(`initial weights: ${initial}${changes.length ? ` (${changes.join("; ")})` : ""}`);
-    }
+    if (start) await loadFinetuneWeights(model, start, finetune!, data.classes);
   }
   if (saved) {
     // Steps per epoch decide the schedule, the seeds and the data order of the run being continued.
@@ -367,7 +420,7 @@ async function train(args: string[]): Promise<number> {
       await log.logEpoch(s);
       await saveWeightsCheckpoint(output, "last", t);
       if (best) await saveWeightsCheckpoint(output, "best", t);
-      await saveTrainingState(output, t);
+      await saveTrainingState(output, t, { dataset_spec: dataSpec });
       await writeRunPlots(output, log.history, { classes: data.classes, confusion: s.test?.confusion });
     },
   });

@@ -4,8 +4,8 @@
  */
 import { join } from "node:path";
 import { main } from "../cli.ts";
-import { parseWeights } from "../lib/models/model.ts";
-import { adaptInputChannels, type HostTensor } from "../lib/models/weights.ts";
+import { CompactTransformer, parseWeights } from "../lib/models/model.ts";
+import type { HostTensor } from "../lib/models/weights.ts";
 import { encode as encodePng } from "npm:fast-png@8.0.0";
 import { bytes, global, pth, REDUCE, STOP } from "./support/pickle.ts";
 import { assertEquals } from "./support/check.ts";
@@ -140,8 +140,10 @@ Deno.test("train, eval, predict and resume work on an image folder", async () =>
       "3",
       "--eval-every",
       "0",
-      ...common,
+      "--batch-size",
+      "8",
     );
+    // No --data or --img-size: the resume file names the folder, and its model the geometry.
     assertEquals(resumed.code, 0, resumed.err);
     if (!resumed.out.includes("resuming")) throw new Error(resumed.out);
     // --eval-every 0: only the last epoch is evaluated.
@@ -152,8 +154,8 @@ Deno.test("train, eval, predict and resume work on an image folder", async () =>
   }
 });
 
-Deno.test("train --initial-checkpoint starts a new run from weights: its own, or an official .pth with a new head, for RGB or gray images", async () => {
-  const dir = await Deno.makeTempDir({ dir: "/tmp", prefix: "cli_initial_" });
+Deno.test("train --finetune starts a new run from weights: its own, a library-saved file or an official .pth, for RGB or gray images", async () => {
+  const dir = await Deno.makeTempDir({ dir: "/tmp", prefix: "cli_finetune_" });
   try {
     const folder = async (name: string, classes: [string, number][], channels: 1 | 3, size: number) => {
       for (const [cls, value] of classes) {
@@ -169,6 +171,7 @@ Deno.test("train --initial-checkpoint starts a new run from weights: its own, or
       return join(dir, name);
     };
     const two = await folder("two", [["dark", 20], ["light", 230]], 1, 16);
+    const renamed = await folder("renamed", [["night", 20], ["day", 230]], 1, 16);
     const three = await folder("three", [["dark", 20], ["mid", 120], ["light", 230]], 1, 16);
     const rgb = await folder("rgb", [["dark", 20], ["light", 230]], 3, 32);
     // With every learning rate 0 a run's weights are the ones it started from, bit for bit.
@@ -181,12 +184,11 @@ Deno.test("train --initial-checkpoint starts a new run from weights: its own, or
         assertEquals(b.get(name)?.data.every((x, i) => x === a.get(name)!.data[i]), true, `${name} changed`);
       }
     };
-
     /** A frozen run from `initial` on `data`; its printed output and final weights. */
     const frozenRun = async (out: string, initial: string, data: string, ...flags: string[]) => {
       const r = await run(
         "train",
-        "--initial-checkpoint",
+        "--finetune",
         initial,
         "--data",
         data,
@@ -203,32 +205,48 @@ Deno.test("train --initial-checkpoint starts a new run from weights: its own, or
     const first = join(dir, "first");
     const trained = await run(
       "train",
-      "--model",
-      "cct_2_3x2_32",
-      "--epochs",
-      "1",
-      "--data",
-      two,
-      "--img-size",
-      "16",
-      "--batch-size",
-      "8",
-      "--output",
-      first,
+      ...["--model", "cct_2_3x2_32", "--epochs", "1", "--data", two, "--img-size", "16", "--batch-size", "8"],
+      ...["--output", first],
     );
     assertEquals(trained.code, 0, trained.err);
     const start = join(first, "last.safetensors");
 
-    // Its own checkpoint, no --model: the same model, every tensor taken as it is.
-    const again = await frozenRun(join(dir, "again"), start, two, "--img-size", "16");
+    // Its own checkpoint, no --model and no --img-size: the same 16-pixel model, every tensor as it is (a
+    // 32-pixel default would have resized the positional embedding).
+    const again = await frozenRun(join(dir, "again"), start, two);
     if (!again.out.includes(`initial weights: ${start}\n`)) throw new Error(again.out);
     sameExcept(await weights(start), again.weights, []);
 
-    // Three classes: a new head, the rest unchanged.
-    const wider = await frozenRun(join(dir, "wider"), start, three, "--img-size", "16");
+    // Three classes, or two of other names: a new head, the rest unchanged.
+    const wider = await frozenRun(join(dir, "wider"), start, three);
     if (!wider.out.includes(`re-initialised ${head.join(", ")}`)) throw new Error(wider.out);
     assertEquals(wider.weights.get("classifier.fc.weight")!.shape, [3, 128]);
     sameExcept(await weights(start), wider.weights, head);
+    const other = await frozenRun(join(dir, "other"), start, renamed);
+    if (!other.out.includes(`re-initialised ${head.join(", ")} (other class names)`)) {
+      throw new Error(other.out);
+    }
+    sameExcept(await weights(start), other.weights, head);
+
+    // A file from CompactTransformer.saveWeights (a config but no data description), deeper than cct_2.
+    const deep = await CompactTransformer.create("cct_4_3x2_32", { imgSize: 16, numClasses: 2, seed: 3 });
+    const deepFile = join(dir, "deep.safetensors");
+    await Deno.writeFile(deepFile, await deep.saveWeights());
+    deep.destroy();
+    const fromLibrary = await frozenRun(join(dir, "library"), deepFile, two);
+    sameExcept(await weights(deepFile), fromLibrary.weights, []);
+    // ... which a shallower --model must not silently cut down.
+    const cut = await run(
+      "train",
+      "--finetune",
+      deepFile,
+      "--model",
+      "cct_2_3x2_32",
+      "--data",
+      two,
+      ...frozen,
+    );
+    expectFailure(cut, 1, deepFile, "22 tensors do not fit cct_2_3x2_32", "classifier.blocks.2.");
 
     // The official CIFAR-10 checkpoint onto two RGB classes: fine-tuning as in the paper's transfer runs.
     const official = join(FIXTURES, "cct_2_3x2_32.pth");
@@ -241,24 +259,25 @@ Deno.test("train --initial-checkpoint starts a new run from weights: its own, or
     const conv = "tokenizer.conv_layers.0.0.weight";
     const gray = await frozenRun(join(dir, "gray"), official, two, ...model, "--channels", "1");
     if (!gray.out.includes(`adapted ${conv}`)) throw new Error(gray.out);
-    const saved = (await weights(official)).get(conv)!.data as Float32Array;
-    assertEquals(
-      Array.from(gray.weights.get(conv)!.data),
-      Array.from(adaptInputChannels(saved, 3, [64, 1, 3, 3])),
-    );
+    const rgbConv = (await weights(official)).get(conv)!.data as Float32Array;
+    const summed = new Float32Array(64 * 9);
+    for (let i = 0; i < rgbConv.length; i++) summed[Math.floor(i / 27) * 9 + (i % 9)] += rgbConv[i];
+    assertEquals(Array.from(gray.weights.get(conv)!.data), Array.from(summed));
     sameExcept(await weights(official), gray.weights, [...head, conv]);
 
+    expectFailure(await run("train", "--finetune", official, "--data", rgb), 2, official, "--model");
     expectFailure(
-      await run("train", "--initial-checkpoint", official, "--data", rgb),
-      2,
-      official,
-      "--model",
-    );
-    expectFailure(
-      await run("train", "--initial-checkpoint", start, "--resume", join(first, "last.state.safetensors")),
+      await run("train", "--finetune", start, "--resume", join(first, "last.state.safetensors")),
       2,
       "--resume",
-      "--initial-checkpoint",
+      "--finetune",
+    );
+    expectFailure(await run("train", "--data", two, "--channels", "2"), 2, "--channels 2");
+    expectFailure(
+      await run("train", "--dataset", "synthetic", "--img-size", "20"),
+      2,
+      "--img-size",
+      "synthetic",
     );
   } finally {
     await Deno.remove(dir, { recursive: true });

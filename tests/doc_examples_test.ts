@@ -90,13 +90,19 @@ Deno.test("every JSDoc example of mod.ts and lib/ type-checks as a standalone pr
   for (const file of await sourceFiles()) {
     examples.push(...docExamples(file, await Deno.readTextFile(new URL(file, ROOT))));
   }
-  // A floor, so that a broken extractor cannot pass by finding nothing (there are 50-odd).
+  // Every `ts` fence in a comment is one example: a block the extractor skipped would go unchecked.
+  let fences = 0;
+  for (const file of await sourceFiles()) {
+    fences +=
+      (await Deno.readTextFile(new URL(file, ROOT))).match(/^\s*\*\s*```(ts|typescript)\b/gm)?.length ?? 0;
+  }
+  assert.equal(examples.length, fences, "examples extracted vs ts fences in comments");
   assert.ok(examples.length >= 40, `only ${examples.length} examples found`);
 
   const dir = await Deno.makeTempDir({ dir: "/tmp", prefix: "doc_examples_" });
   try {
     const modUrl = new URL("mod.ts", ROOT).href;
-    const paths: string[] = [];
+    const origins = new Map<string, DocExample>(); // temporary file → where its example is documented
     for (const example of examples) {
       // The package's name means mod.ts; a relative import (in the docs of internal modules) means a file
       // beside the documented one.
@@ -104,11 +110,11 @@ Deno.test("every JSDoc example of mod.ts and lib/ type-checks as a standalone pr
       const code = example.code
         .replaceAll(`"${PACKAGE}"`, `"${modUrl}"`)
         .replace(/(from\s+)"(\.\.?\/[^"]+)"/g, (_, from, path) => `${from}"${new URL(path, base).href}"`);
-      // The file name carries the origin, so deno's error messages point at the comment to fix.
       const path = `${dir}/${example.file.replaceAll("/", "_")}_line${example.line}.ts`;
       await Deno.writeTextFile(path, code);
-      paths.push(path);
+      origins.set(new URL(`file://${path}`).href, example);
     }
+    const paths = [...origins.keys()].map((url) => new URL(url).pathname);
     const config = new URL("deno.json", ROOT).pathname;
     const out = await new Deno.Command(denoCommand("tests/doc_examples_test.ts"), {
       args: ["check", "--quiet", "--config", config, ...paths],
@@ -116,11 +122,15 @@ Deno.test("every JSDoc example of mod.ts and lib/ type-checks as a standalone pr
       stdout: "piped",
       stderr: "piped",
     }).output();
-    const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
-    assert.ok(
-      out.success,
-      `deno check of ${paths.length} doc examples failed:\n${text.replaceAll(dir + "/", "")}`,
+    // deno names `file:///tmp/…/lib_x.ts_line52.ts:4:7`: point at the comment instead, lib/x.ts:56:7.
+    const text = (new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr)).replace(
+      /(file:\/\/\S+?\.ts):(\d+):(\d+)/g,
+      (match, url: string, row: string, column: string) => {
+        const origin = origins.get(url);
+        return origin ? `${origin.file}:${origin.line + Number(row)}:${column}` : match;
+      },
     );
+    assert.ok(out.success, `deno check of ${paths.length} doc examples failed:\n${text}`);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -216,7 +216,7 @@ async function streamText(stream: ReadableStream<Uint8Array>): Promise<string> {
 
 /** The server process with narrow permissions: loopback only, no file access unless `permissions` add some. */
 function serverCommand(args: string[], permissions: string[] = []): Deno.Command {
-  return new Deno.Command(denoCommand("tests/serve_test.ts (with --allow-net=127.0.0.1)"), {
+  return new Deno.Command(denoCommand("tests/serve_test.ts", "--allow-net=127.0.0.1"), {
     args: [
       "run",
       "--no-prompt",

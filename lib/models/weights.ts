@@ -26,7 +26,7 @@ export interface MatchOptions {
 export interface MatchReport {
   /** Parameters not taken from the file (kept at their initial values). */
   reinitialised: string[];
-  /** Parameters converted (positional embedding resized). */
+  /** Parameters converted (positional embedding resized, first conv adapted to other input channels). */
   adapted: string[];
   /** Names in the file that the model does not have. */
   ignored: string[];
@@ -36,8 +36,8 @@ export interface MatchReport {
  * Maps a state dict onto `config`'s parameter table. Strict: every name present with its exact shape, nothing
  * unexpected, else one TypeError listing every problem. Non-strict: `classifier.fc.*` of another class count is
  * skipped (re-initialised), a learnable positional embedding of another grid is resized bilinearly, a sine table is
- * regenerated, the first conv of another input channel count is adapted ({@link adaptInputChannels}), unknown
- * names are ignored; other mismatches still fail.
+ * regenerated, the first conv of another input channel count is adapted where {@link canAdaptChannels} allows
+ * ({@link adaptInputChannels}), unknown names are ignored; other mismatches still fail.
  *
  * Nothing is uploaded: `CompactTransformer.loadWeights` uses this and then writes `values` to the GPU.
  *
@@ -102,7 +102,8 @@ export function matchStateDict(
       } else misshaped.push(describe(spec.name, t.shape, spec.shape));
     } else if (
       !strict && spec.name === FIRST_CONV && t.shape.length === 4 && t.shape[0] === spec.shape[0] &&
-      t.shape[2] === spec.shape[2] && t.shape[3] === spec.shape[3]
+      t.shape[2] === spec.shape[2] && t.shape[3] === spec.shape[3] &&
+      canAdaptChannels(t.shape[1], spec.shape[1])
     ) {
       values.set(spec.name, adaptInputChannels(t.data, t.shape[1], spec.shape));
       report.adapted.push(spec.name);
@@ -125,15 +126,24 @@ export function matchStateDict(
 const FIRST_CONV = "tokenizer.conv_layers.0.0.weight";
 
 /**
- * A first-layer conv weight [out, from, kh, kw] for `to` input channels, as timm's `adapt_input_conv`: one channel
- * gets the sum over the saved ones, so a gray image scores as the same image with equal R, G and B did; more
- * channels repeat the saved ones cyclically, scaled by from/to (for a one-channel source, an image of equal
- * channels scores as its one channel did).
+ * Whether {@link adaptInputChannels} handles `from` → `to` input channels: from three (timm's rule), and between
+ * one channel and any count.
+ */
+export function canAdaptChannels(from: number, to: number): boolean {
+  return from !== to && (from === 3 || from === 1 || to === 1);
+}
+
+/**
+ * A first-layer conv weight [out, from, kh, kw] for `to` input channels. One target channel gets the sum over the
+ * saved ones, so a gray image scores as the same image with equal channels did (timm's `adapt_input_conv` for an
+ * RGB source); from one channel the saved one is repeated and divided by `to`, which keeps that response too;
+ * from three (timm's rule otherwise) the saved channels repeat cyclically, scaled by 3/`to`.
  *
  * @param weight The saved weight, row-major [out, from, kh, kw].
  * @param from Its input channel count.
  * @param shape The model's weight shape [out, to, kh, kw].
  * @returns The adapted weight, row-major in `shape`.
+ * @throws {RangeError} If `weight` does not have that size, or the pair is not one {@link canAdaptChannels} allows.
  */
 export function adaptInputChannels(
   weight: Float32Array,
@@ -145,6 +155,7 @@ export function adaptInputChannels(
   if (weight.length !== out * from * taps) {
     throw new RangeError(`adaptInputChannels: ${weight.length} values for [${out}, ${from}, ${kh}, ${kw}]`);
   }
+  if (!canAdaptChannels(from, to)) throw new RangeError(`adaptInputChannels: ${from} → ${to} channels`);
   const adapted = new Float32Array(out * to * taps);
   const add = (dst: number, src: number, scale: number) => {
     for (let i = 0; i < taps; i++) adapted[dst + i] += weight[src + i] * scale;

@@ -78,20 +78,27 @@ export function describeModel(
  * ```
  */
 export function checkpointInfo(metadata: Record<string, string>, source: string): CheckpointInfo {
-  const field = <T>(key: string): T => {
-    if (!(key in metadata)) {
-      throw new SyntaxError(
-        `${source}: no "${key}" in the metadata (not a checkpoint written by this library?)`,
-      );
-    }
-    try {
-      return JSON.parse(metadata[key]) as T;
-    } catch {
-      throw new SyntaxError(`${source}: metadata "${key}" is not valid JSON`);
-    }
+  return {
+    config: checkpointConfig(metadata, source),
+    mean: metadataField<number[]>(metadata, "mean", source),
+    std: metadataField<number[]>(metadata, "std", source),
+    classes: metadataField<string[]>(metadata, "classes", source),
+    dataset: metadata.dataset ?? "unknown",
   };
-  const raw = field<ModelConfig>("config");
-  const config = customConfig(raw, {
+}
+
+/**
+ * The model configuration alone from a weights file's metadata: what `CompactTransformer.saveWeights` writes,
+ * so it reads files saved by the library as well as the trainer's checkpoints.
+ *
+ * @param metadata The safetensors `__metadata__`.
+ * @param source The file's name, for error messages.
+ * @returns The validated model configuration.
+ * @throws {SyntaxError} If there is no valid "config" entry. {@link RangeError} If the configuration is invalid.
+ */
+export function checkpointConfig(metadata: Record<string, string>, source: string): ModelConfig {
+  const raw = metadataField<ModelConfig>(metadata, "config", source);
+  return customConfig(raw, {
     imgSize: [raw.imgHeight, raw.imgWidth],
     inChannels: raw.inChannels,
     numClasses: raw.numClasses,
@@ -102,13 +109,19 @@ export function checkpointInfo(metadata: Record<string, string>, source: string)
     kernelSize: raw.kernelSize,
     convLayers: raw.convLayers,
   });
-  return {
-    config,
-    mean: field<number[]>("mean"),
-    std: field<number[]>("std"),
-    classes: field<string[]>("classes"),
-    dataset: metadata.dataset ?? "unknown",
-  };
+}
+
+function metadataField<T>(metadata: Record<string, string>, key: string, source: string): T {
+  if (!(key in metadata)) {
+    throw new SyntaxError(
+      `${source}: no "${key}" in the metadata (not a checkpoint written by this library?)`,
+    );
+  }
+  try {
+    return JSON.parse(metadata[key]) as T;
+  } catch {
+    throw new SyntaxError(`${source}: metadata "${key}" is not valid JSON`);
+  }
 }
 
 /** Writes `kind`.safetensors (weights + metadata) into `dir`, atomically. */
@@ -134,6 +147,8 @@ export async function saveWeightsCheckpoint(
  *
  * @param dir An existing directory.
  * @param trainer The run to save.
+ * @param metadata More strings to store, read back as {@link TrainingState.metadata} (`cli.ts` keeps the data
+ *   set's spec there, so `--resume` finds the data again).
  * @returns The path written.
  *
  * @example Save after every epoch
@@ -151,7 +166,11 @@ export async function saveWeightsCheckpoint(
  * await trainer.run();
  * ```
  */
-export async function saveTrainingState(dir: string, trainer: Trainer): Promise<string> {
+export async function saveTrainingState(
+  dir: string,
+  trainer: Trainer,
+  metadata: Record<string, string> = {},
+): Promise<string> {
   const path = join(dir, "last.state.safetensors");
   const weights = await trainer.model.getWeights();
   const { m, v } = await trainer.moments();
@@ -164,6 +183,7 @@ export async function saveTrainingState(dir: string, trainer: Trainer): Promise<
     }
   }
   const meta = {
+    ...metadata,
     ...describeModel(trainer.model, trainer.data),
     train_options: JSON.stringify(trainer.options),
     train_state: JSON.stringify(trainer.state),
@@ -186,6 +206,8 @@ export interface TrainingState {
   m: Map<string, Float32Array>;
   /** AdamW second moments by parameter name (trainable parameters only). */
   v: Map<string, Float32Array>;
+  /** Every metadata string of the file, including those the saver added. */
+  metadata: Record<string, string>;
 }
 
 /**
@@ -240,5 +262,5 @@ export async function loadTrainingState(path: string): Promise<TrainingState> {
   if (typeof options !== "object" || options === null || !(options.batchSize >= 1)) {
     throw new TypeError(`${path}: metadata "train_options" does not describe a training run`);
   }
-  return { info, options, state, weights, m, v };
+  return { info, options, state, weights, m, v, metadata: file.metadata };
 }

@@ -2,8 +2,8 @@
 import { CompactTransformer } from "../../lib/models/model.ts";
 import { customConfig, modelConfig, sequenceLength } from "../../lib/models/config.ts";
 import { parseSafetensors } from "../../lib/io/safetensors.ts";
-import { adaptInputChannels } from "../../lib/models/weights.ts";
-import { assertClose, assertEquals, assertRejects, randn } from "../support/check.ts";
+import { adaptInputChannels, canAdaptChannels } from "../../lib/models/weights.ts";
+import { assertClose, assertEquals, assertRejects, assertThrows, randn } from "../support/check.ts";
 
 const cases: [string, Parameters<typeof CompactTransformer.create>[1]][] = [
   ["cct_2_3x2_32", { positionalEmbedding: "sine" }],
@@ -150,14 +150,29 @@ Deno.test("non-strict loading adapts the first conv to another input channel cou
       }
     });
   }
-  // Three to four channels: the saved ones repeated cyclically, scaled by 3/4.
-  const w = Float32Array.from({ length: 2 * 3 * 4 }, (_, i) => i + 1); // [2, 3, 2, 2]
-  const adapted = adaptInputChannels(w, 3, [2, 4, 2, 2]);
-  assertEquals(Array.from(adapted.subarray(12, 16)), Array.from(w.subarray(0, 4), (v) => v * 0.75));
-  assertEquals(
-    Array.from(adapted.subarray(16 + 8, 16 + 12)),
-    Array.from(w.subarray(12 + 8, 12 + 12), (v) => v * 0.75),
-  );
+  // Element by element, on a [2, from, 2, 2] weight of distinct values.
+  const saved = (from: number) => Float32Array.from({ length: 2 * from * 4 }, (_, i) => i + 1);
+  const taps = (w: Float32Array, channels: number, o: number, c: number) =>
+    Array.from(w.subarray((o * channels + c) * 4, (o * channels + c + 1) * 4));
+  const scaled = (values: number[], k: number) => values.map((v) => v * k);
+  const three = saved(3), one = saved(1);
+  const toFour = adaptInputChannels(three, 3, [2, 4, 2, 2]); // cyclic, scaled by 3/4
+  for (const [o, c] of [[0, 0], [0, 3], [1, 2], [1, 3]]) {
+    assertClose(`3→4 [${o}, ${c}]`, taps(toFour, 4, o, c), scaled(taps(three, 3, o, c % 3), 0.75));
+  }
+  const toThree = adaptInputChannels(one, 1, [2, 3, 2, 2]); // repeated, divided by 3
+  for (const [o, c] of [[0, 0], [0, 2], [1, 1]]) {
+    assertClose(`1→3 [${o}, ${c}]`, taps(toThree, 3, o, c), scaled(taps(one, 1, o, 0), 1 / 3));
+  }
+  const toOne = adaptInputChannels(saved(2), 2, [2, 1, 2, 2]); // summed
+  assertEquals(taps(toOne, 1, 1, 0), [9 + 13, 10 + 14, 11 + 15, 12 + 16]);
+  // Other pairs have no rule that keeps a response: refused, so a non-strict load reports a wrong shape.
+  assertEquals([canAdaptChannels(2, 3), canAdaptChannels(4, 3), canAdaptChannels(3, 3)], [
+    false,
+    false,
+    false,
+  ]);
+  assertThrows(() => adaptInputChannels(saved(2), 2, [2, 3, 2, 2]), RangeError, "2 → 3");
 });
 
 Deno.test("inputs of the wrong shape are refused with a TypeError naming the model", async () => {
