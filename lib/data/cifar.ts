@@ -37,6 +37,8 @@ export interface CifarRecordFormat {
   labelIndex: number;
   /** Labels must be below this. */
   classCount: number;
+  /** Every label byte must be below its entry (CIFAR-100: 20 coarse, 100 fine), to catch misaligned files. */
+  labelLimits?: number[];
 }
 
 /**
@@ -44,7 +46,7 @@ export interface CifarRecordFormat {
  * records or a label is out of range.
  */
 export function parseCifarRecords(bytes: Uint8Array, format: CifarRecordFormat, file = "<bytes>"): Split {
-  const { labelBytes, labelIndex, classCount } = format;
+  const { labelBytes, labelIndex, classCount, labelLimits = [] } = format;
   const record = labelBytes + IMAGE_BYTES;
   if (bytes.length === 0 || bytes.length % record !== 0) {
     throw new SyntaxError(
@@ -57,6 +59,16 @@ export function parseCifarRecords(bytes: Uint8Array, format: CifarRecordFormat, 
   const labels = new Int32Array(length);
   for (let i = 0; i < length; i++) {
     const at = i * record;
+    labelLimits.forEach((limit, k) => {
+      if (bytes[at + k] >= limit) {
+        throw new SyntaxError(
+          `${file}: record ${i} has ${
+            bytes[at + k]
+          } in label byte ${k}, not below ${limit} (is this the right ` +
+            `CIFAR file?)`,
+        );
+      }
+    });
     const label = bytes[at + labelIndex];
     if (label >= classCount) {
       throw new SyntaxError(
@@ -187,7 +199,7 @@ export async function loadCifar100(
 ): Promise<Dataset> {
   const root = await resolveDir(files, dir, "test.bin", "cifar-100-binary");
   const classCount = labels === "fine" ? 100 : 20;
-  const format = { labelBytes: 2, labelIndex: labels === "fine" ? 1 : 0, classCount };
+  const format = { labelBytes: 2, labelIndex: labels === "fine" ? 1 : 0, classCount, labelLimits: [20, 100] };
   const numbered = Array.from({ length: classCount }, (_, i) => String(i));
   return {
     name: labels === "fine" ? "cifar100" : "cifar100-coarse",

@@ -110,6 +110,9 @@ export async function loadImageFolder(root: string, options: ImageFolderOptions 
   if (!(valFraction >= 0 && valFraction < 1)) {
     throw new RangeError(`${root}: valFraction must be in [0, 1), got ${valFraction}`);
   }
+  if (!(Number.isInteger(concurrency) && concurrency >= 1)) {
+    throw new RangeError(`${root}: concurrency must be a whole number ≥ 1, got ${concurrency}`);
+  }
   const geometry = { channels, height, width };
   // With root/train/, the validation split is root/val/ (or valid/, validation/, test/) when present, else a
   // hold-out of root/train/; without it, root itself holds the class directories.
@@ -143,16 +146,38 @@ export async function loadImageFolder(root: string, options: ImageFolderOptions 
     const all = await listClasses(files, hasTrain ? trainDir : root);
     classes = all.classes;
     all.paths.forEach((ps, label) => {
-      // Stratified hold-out: a seeded permutation per class, the first ⌊fraction·n⌉ go to validation.
+      // Stratified hold-out: a seeded permutation per class, the first ⌊fraction·n⌉ go to validation (never a
+      // class's last image: every class must be trained on).
       const order = shuffledOrder(ps.length, seed, label);
-      const held = Math.round(valFraction * ps.length);
+      const held = Math.min(Math.round(valFraction * ps.length), ps.length - 1);
       order.forEach((i, rank) => (rank < held ? testItems : trainItems).push({ path: ps[i], label }));
     });
     testItems.sort((a, b) => a.label - b.label || (a.path < b.path ? -1 : 1));
     trainItems.sort((a, b) => a.label - b.label || (a.path < b.path ? -1 : 1));
   }
   if (classes.length === 0) throw new SyntaxError(`${root}: no class subdirectories found`);
-  if (trainItems.length === 0) throw new SyntaxError(`${root}: no .png or .jpg images found for training`);
+  const trainRoot = hasTrain ? trainDir : root;
+  if (trainItems.length === 0) {
+    throw new SyntaxError(`${trainRoot}: no .png or .jpg images found for training`);
+  }
+  // A class without training images would be an output the model never learns; one class is no classifier.
+  const counts = new Array<number>(classes.length).fill(0);
+  for (const item of trainItems) counts[item.label]++;
+  const empty = classes.filter((_, label) => counts[label] === 0);
+  if (empty.length) {
+    throw new SyntaxError(
+      `${trainRoot}/${empty[0]}: no .png or .jpg images` +
+        (empty.length > 1 ? ` (nor ${empty.slice(1).join(", ")})` : ""),
+    );
+  }
+  if (classes.length === 1) {
+    throw new SyntaxError(
+      `${trainRoot}: one class folder (${classes[0]}); classification needs at least two`,
+    );
+  }
+  if (split && testItems.length === 0) {
+    throw new SyntaxError(`${valDir}: no .png or .jpg images to validate on`);
+  }
 
   const train = await decodeSplit(files, trainItems, geometry, concurrency);
   const test = await decodeSplit(files, testItems, geometry, concurrency);

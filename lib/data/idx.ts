@@ -32,17 +32,60 @@ export function isGzip(bytes: Uint8Array): boolean {
   return bytes.length >= 2 && bytes[0] === 0x1f && bytes[1] === 0x8b;
 }
 
-/** Inflates gzip bytes with the built-in `DecompressionStream`; errors name `file`. */
-export async function gunzip(bytes: Uint8Array, file = "<bytes>"): Promise<Uint8Array> {
+/**
+ * Inflates gzip bytes with the built-in `DecompressionStream`; errors name `file`. `maxBytes`, given the output so
+ * far, returns how much output the data may have (Infinity while it cannot tell yet), so a small file cannot
+ * inflate to gigabytes before its header is checked.
+ */
+export async function gunzip(
+  bytes: Uint8Array,
+  file = "<bytes>",
+  maxBytes: (head: Uint8Array) => number = () => Infinity,
+): Promise<Uint8Array> {
+  const chunks: Uint8Array[] = [];
+  let total = 0, limit = Infinity;
   try {
-    const stream = new Blob([bytes as Uint8Array<ArrayBuffer>]).stream().pipeThrough(
-      new DecompressionStream("gzip"),
-    );
-    return new Uint8Array(await new Response(stream).arrayBuffer());
+    const reader = new Blob([bytes as Uint8Array<ArrayBuffer>]).stream()
+      .pipeThrough(new DecompressionStream("gzip")).getReader();
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      chunks.push(value);
+      total += value.length;
+      if (limit === Infinity) limit = maxBytes(concat(chunks, total));
+      if (total > limit) {
+        await reader.cancel();
+        throw new SyntaxError(`${file}: inflates to more than the ${limit} bytes its header describes`);
+      }
+    }
   } catch (error) {
+    if (error instanceof SyntaxError && error.message.startsWith(`${file}: inflates`)) throw error;
     const message = error instanceof Error ? error.message : String(error);
     throw new SyntaxError(`${file}: damaged gzip data: ${message}`, { cause: error });
   }
+  return concat(chunks, total);
+}
+
+function concat(chunks: Uint8Array[], total: number): Uint8Array {
+  if (chunks.length === 1) return chunks[0];
+  const out = new Uint8Array(total);
+  let at = 0;
+  for (const chunk of chunks) {
+    out.set(chunk, at);
+    at += chunk.length;
+  }
+  return out;
+}
+
+/** The size an IDX file's header describes, header included; Infinity until the header is all there. */
+function idxSize(head: Uint8Array): number {
+  if (head.length < 4) return Infinity;
+  const rank = head[3], headerSize = 4 + 4 * rank;
+  if (head.length < headerSize) return Infinity;
+  const view = new DataView(head.buffer, head.byteOffset, head.byteLength);
+  let size = 1;
+  for (let i = 0; i < rank; i++) size *= view.getUint32(4 + 4 * i, false);
+  return headerSize + size;
 }
 
 function hex(n: number): string {
@@ -131,9 +174,13 @@ async function readIdxFile(
       bytes = await files.readFile(path);
     } catch (error) {
       if (error instanceof Deno.errors.NotFound) continue;
+      // Deno leaves the path out of some errors (NotADirectory: `mnist:` given a file, not its folder).
+      if (error instanceof Error && !error.message.includes(path)) {
+        error.message = `${path}: ${error.message}`;
+      }
       throw error;
     }
-    return { path, bytes: isGzip(bytes) ? await gunzip(bytes, path) : bytes };
+    return { path, bytes: isGzip(bytes) ? await gunzip(bytes, path, idxSize) : bytes };
   }
   throw new Deno.errors.NotFound(`${dir}: none of ${names.join(", ")} found`);
 }

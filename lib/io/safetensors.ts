@@ -272,7 +272,7 @@ function parseUnchecked(bytes: Uint8Array, source: string): Safetensors {
     if (!isPlainObject(info)) throw new TypeError(`${what}: entry must be an object`);
     const { dtype, shape, data_offsets: offsets } = info;
     if (typeof dtype !== "string") throw new TypeError(`${what}: dtype must be a string`);
-    if (!(dtype in READABLE_DTYPES)) {
+    if (!Object.hasOwn(READABLE_DTYPES, dtype)) {
       throw new TypeError(
         OTHER_DTYPES.has(dtype)
           ? `${what}: dtype ${dtype} is not supported (F32, F16, BF16, F64, I32, I64 are)`

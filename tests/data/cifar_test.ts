@@ -120,6 +120,14 @@ Deno.test("CIFAR loaders name the file on a truncated batch, a bad label, bad na
     name: "SyntaxError",
     message: "b.bin: record 1 has label 12, not below 10 classes (is this the right CIFAR file?)",
   });
+  // CIFAR-100: the unused label byte is checked too (a coarse label of 200 means a misaligned or foreign file).
+  const hundred = new Uint8Array(2 * 3074);
+  hundred[3074] = 200;
+  const fine = { labelBytes: 2, labelIndex: 1, classCount: 100, labelLimits: [20, 100] };
+  assert.throws(() => parseCifarRecords(hundred, fine, "train.bin"), {
+    name: "SyntaxError",
+    message: "train.bin: record 1 has 200 in label byte 0, not below 20 (is this the right CIFAR file?)",
+  });
 
   const tree: Record<string, Uint8Array> = { "c/test_batch.bin": good, "c/batches.meta.txt": text("a\nb\n") };
   for (let k = 1; k <= 5; k++) tree[`c/data_batch_${k}.bin`] = good;

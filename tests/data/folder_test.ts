@@ -89,6 +89,7 @@ Deno.test("loadImageFolder names the file that fails to decode and rejects empty
   const files = memoryFiles({
     "bad/cat/1.png": solidPng(2, 2, RED),
     "bad/cat/2.png": new TextEncoder().encode("GIF89a, not really a png"),
+    "bad/dog/1.png": solidPng(2, 2, BLUE),
   });
   await assert.rejects(() => loadImageFolder("bad", { files, valFraction: 0 }), {
     name: "SyntaxError",
@@ -108,11 +109,39 @@ Deno.test("loadImageFolder names the file that fails to decode and rejects empty
     message: /^split\/val\/dog: class "dog" has no training directory/,
   });
   await assert.rejects(() => loadImageFolder("bad", { files, channels: 2 }), { name: "RangeError" });
+  await assert.rejects(() => loadImageFolder("bad", { files, concurrency: NaN }), /concurrency/);
+});
+
+Deno.test("loadImageFolder refuses a class it could not train on, a single class and an empty val/", async () => {
+  const reject = (tree: Record<string, Uint8Array>, root: string, message: RegExp, valFraction = 0.1) =>
+    assert.rejects(() => loadImageFolder(root, { files: memoryFiles(tree), valFraction }), {
+      name: "SyntaxError",
+      message,
+    });
+  const png = solidPng(2, 2, RED);
+  await reject(
+    { "z/cat/1.png": png, "z/dog/1.png": png, "z/zebra/readme.txt": png, "z/yak/notes.md": png },
+    "z",
+    /^z\/yak: no \.png or \.jpg images \(nor zebra\)$/,
+  );
+  await reject({ "one/cat/1.png": png, "one/cat/2.png": png }, "one", /^one: one class folder \(cat\)/);
+  await reject(
+    { "s/train/cat/1.png": png, "s/train/dog/1.png": png, "s/val/cat/readme.txt": png },
+    "s",
+    /^s\/val: no \.png or \.jpg images to validate on$/,
+  );
+  // A hold-out never takes a class's last image: with one image of "a" and 60% held out, "a" still trains.
+  const data = await loadImageFolder("h", {
+    files: memoryFiles({ "h/a/1.png": png, "h/b/1.png": png, "h/b/2.png": png, "h/b/3.png": png }),
+    valFraction: 0.6,
+  });
+  assert.deepEqual([Array.from(data.train.labels), Array.from(data.test.labels)], [[0, 1], [1, 1]]);
 });
 
 Deno.test("loadImageFolder holds out from root/train/ when there is no validation directory", async () => {
   const tree: Record<string, Uint8Array> = {};
   for (let i = 0; i < 4; i++) tree[`only/train/cat/${i}.png`] = solidPng(2, 2, RED);
+  for (let i = 0; i < 4; i++) tree[`only/train/dog/${i}.png`] = solidPng(2, 2, BLUE);
   const data = await loadImageFolder("only", { files: memoryFiles(tree), valFraction: 0.25 });
-  assert.deepEqual([data.classes, data.train.length, data.test.length], [["cat"], 3, 1]);
+  assert.deepEqual([data.classes, data.train.length, data.test.length], [["cat", "dog"], 6, 2]);
 });

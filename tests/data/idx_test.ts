@@ -134,6 +134,31 @@ Deno.test("loading fails clearly on missing files, mismatched counts and damaged
     message: /^fm\/train-images-idx3-ubyte: damaged gzip data/,
   });
   assert.deepEqual([...await gunzip(gz)], [...tree["fm/train-images-idx3-ubyte"]]);
+
+  // A small gzip that inflates far past what its header describes is stopped at the header's size, not
+  // inflated whole first (one 28×28 image said, 64 MiB of zeros given: 800 bytes allowed).
+  const bomb = new Uint8Array(16 + 64 * 2 ** 20);
+  bomb.set(encodeIdx(new Uint8Array(784), [1, 28, 28]).subarray(0, 16));
+  const bombed: Record<string, Uint8Array> = { ...tree, "fm/train-images-idx3-ubyte.gz": await gzip(bomb) };
+  delete bombed["fm/train-images-idx3-ubyte"];
+  await assert.rejects(() => loadFashionMnist("fm", { files: memoryFiles(bombed) }), {
+    name: "SyntaxError",
+    message: "fm/train-images-idx3-ubyte.gz: inflates to more than the 800 bytes its header describes",
+  });
+});
+
+Deno.test("mnist: given a file instead of its folder, the error names the path", async () => {
+  const dir = await Deno.makeTempDir({ dir: "/tmp", prefix: "idx_test_" });
+  try {
+    const file = `${dir}/train-images-idx3-ubyte`;
+    await Deno.writeFile(file, new Uint8Array(4));
+    await assert.rejects(
+      () => loadMnist(file),
+      (e) => e instanceof Error && e.message.startsWith(`${file}/`),
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
 
 const canReadFashion =

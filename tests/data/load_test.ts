@@ -27,13 +27,14 @@ Deno.test("loadDataset opens each kind from its spec string", async () => {
     "c100/train.bin": cifar100,
     "c100/test.bin": cifar100,
     "f/a/1.png": encodePng({ width: 2, height: 2, channels: 3, data: new Uint8Array(12) }),
+    "f/b/1.png": encodePng({ width: 2, height: 2, channels: 3, data: new Uint8Array(12) }),
   });
   assert.equal((await loadDataset("mnist:m", { files })).name, "mnist");
   assert.equal((await loadDataset("fashion-mnist:m", { files })).classes[1], "Trouser");
   assert.deepEqual([...(await loadDataset("cifar100:c100", { files })).train.labels], [55]);
   assert.deepEqual([...(await loadDataset("cifar100-coarse:c100", { files })).train.labels], [4]);
   const folder = await loadDataset("folder:f", { files, size: 5, channels: 1 });
-  assert.deepEqual([folder.channels, folder.height, folder.width, folder.classes], [1, 5, 5, ["a"]]);
+  assert.deepEqual([folder.channels, folder.height, folder.width, folder.classes], [1, 5, 5, ["a", "b"]]);
 });
 
 Deno.test("loadDataset rejects unknown kinds and missing directories with a TypeError naming the spec", async () => {

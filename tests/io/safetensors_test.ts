@@ -192,6 +192,13 @@ Deno.test("parseSafetensors refuses non-string metadata", () => {
 
 Deno.test("parseSafetensors refuses unknown and unsupported dtypes and malformed shapes", () => {
   const data = new Uint8Array(4);
+  for (const inherited of ["toString", "constructor", "__proto__"]) {
+    expectParseError(
+      rawFile({ w: { dtype: inherited, shape: [1], data_offsets: [0, 4] } }, data),
+      TypeError,
+      "unknown dtype",
+    );
+  }
   expectParseError(
     rawFile({ w: { dtype: "Q7", shape: [1], data_offsets: [0, 4] } }, data),
     TypeError,
