@@ -4,6 +4,7 @@
  */
 import { convertIndexedToRgb, decode as decodePngBytes, type DecodedPng } from "npm:fast-png@8.0.0";
 import jpeg from "npm:jpeg-js@0.4.4";
+import { inflateSync } from "node:zlib";
 
 /** A decoded image: 8 bits per sample, pixels row-major, samples of one pixel together (HWC). */
 export interface DecodedImage {
@@ -45,7 +46,9 @@ export function detectImageFormat(bytes: Uint8Array): ImageFormat | null {
 
 /**
  * Decodes a PNG (any bit depth, palette, interlacing) or baseline/progressive JPEG to 8-bit HWC pixels.
- * Throws a `SyntaxError` naming `file` when the bytes are not an image or are damaged.
+ * Throws a `SyntaxError` naming `file` when the bytes are not an image or are damaged — for a PNG also on
+ * a chunk CRC or zlib checksum mismatch, pixel data short or long for the size in the header, a zero width
+ * or height, or a palette image without its PLTE chunk.
  *
  * @example Decode a PNG made on the spot
  * ```ts
@@ -79,9 +82,16 @@ export async function readImage(path: string): Promise<DecodedImage> {
 }
 
 function decodePng(bytes: Uint8Array): DecodedImage {
-  const png: DecodedPng = decodePngBytes(bytes);
+  // fast-png checks the chunk layout and, asked to, every chunk's CRC; the rest is checked here.
+  const png: DecodedPng = decodePngBytes(bytes, { checkCrc: true });
   const { width, height } = png;
-  if (png.palette && png.palette.length > 0) {
+  if (!(width >= 1 && height >= 1)) {
+    throw new Error(`the image is ${width}×${height} pixels; width and height must be at least 1`);
+  }
+  const { colourType, interlaced, idat } = pngHeaderAndData(bytes);
+  checkPngPixelData(idat, width, height, png.channels * png.depth, interlaced);
+  if (colourType === 3) {
+    if (!png.palette || png.palette.length === 0) throw new Error("palette image without a PLTE chunk");
     const data = convertIndexedToRgb(png);
     return { width, height, channels: png.palette[0].length, data };
   }
@@ -106,6 +116,90 @@ function decodePng(bytes: Uint8Array): DecodedImage {
     }
   }
   return { width, height, channels, data };
+}
+
+/**
+ * The IHDR colour type and interlace method of a PNG whose chunk layout fast-png has accepted, and its IDAT
+ * payloads in order (the chunks up to IEND).
+ */
+function pngHeaderAndData(bytes: Uint8Array) {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  let colourType = -1, interlaced = false;
+  const idat: Uint8Array[] = [];
+  for (let at = 8; at + 12 <= bytes.length;) {
+    const length = view.getUint32(at);
+    const type = String.fromCharCode(...bytes.subarray(at + 4, at + 8));
+    const data = bytes.subarray(at + 8, at + 8 + length);
+    if (type === "IHDR" && data.length === 13) {
+      colourType = data[9];
+      interlaced = data[12] !== 0;
+    } else if (type === "IDAT") idat.push(data);
+    else if (type === "IEND") break;
+    at += 12 + length;
+  }
+  return { colourType, interlaced, idat } as const;
+}
+
+/** Column/row start and step of the seven Adam7 passes. */
+const ADAM7_PASSES = [
+  [0, 0, 8, 8],
+  [4, 0, 8, 8],
+  [0, 4, 4, 8],
+  [2, 0, 4, 4],
+  [0, 2, 2, 4],
+  [1, 0, 2, 2],
+  [0, 1, 1, 2],
+];
+
+/**
+ * Checks the zlib stream of the IDAT chunks, which fast-png does not: its Adler-32 checksum, and that it
+ * holds exactly the filtered rows the header promises (each row a filter byte and its packed samples; an
+ * interlaced image a run of such rows per non-empty Adam7 pass) — fast-png pads missing bytes with zeros
+ * and ignores extra ones.
+ */
+function checkPngPixelData(
+  idat: Uint8Array[],
+  width: number,
+  height: number,
+  bitsPerPixel: number,
+  interlaced: boolean,
+): void {
+  /** Bytes of `h` filtered rows of `w` pixels, none for an empty pass. */
+  function passBytes(w: number, h: number): number {
+    return w > 0 && h > 0 ? h * (1 + Math.ceil((w * bitsPerPixel) / 8)) : 0;
+  }
+  let expected = 0;
+  if (!interlaced) expected = passBytes(width, height);
+  else {
+    for (const [x0, y0, dx, dy] of ADAM7_PASSES) {
+      expected += passBytes(Math.ceil((width - x0) / dx), Math.ceil((height - y0) / dy));
+    }
+  }
+  const stream = new Uint8Array(idat.reduce((sum, chunk) => sum + chunk.length, 0));
+  let offset = 0;
+  for (const chunk of idat) {
+    stream.set(chunk, offset);
+    offset += chunk.length;
+  }
+  let inflated: Uint8Array;
+  try {
+    // One byte over the expected length is enough to tell that the data is long.
+    inflated = inflateSync(stream, { maxOutputLength: expected + 1 });
+  } catch (error) {
+    if ((error as { code?: string }).code === "ERR_BUFFER_TOO_LARGE") {
+      throw new Error(
+        `the pixel data is long: more than the ${expected} bytes of a ${width}×${height} image`,
+      );
+    }
+    const message = error instanceof Error ? error.message : String(error);
+    throw new Error(`the compressed pixel data (IDAT) is damaged: ${message}`, { cause: error });
+  }
+  if (inflated.length !== expected) {
+    throw new Error(
+      `the pixel data is ${inflated.length < expected ? "short" : "long"}: ${inflated.length} bytes, ` +
+        `a ${width}×${height} image needs ${expected}`,
+    );
+  }
 }
 
 function decodeJpeg(bytes: Uint8Array): DecodedImage {
@@ -184,6 +278,9 @@ export function resizeBilinear(
   height: number,
   width: number,
 ): Float32Array {
+  if (!(inHeight >= 1 && inWidth >= 1 && Number.isInteger(inHeight) && Number.isInteger(inWidth))) {
+    throw new RangeError(`resizeBilinear: input size must be positive integers, got ${inHeight}×${inWidth}`);
+  }
   if (hwc.length !== inHeight * inWidth * channels) {
     throw new TypeError(
       `resizeBilinear: input of ${inHeight}×${inWidth}×${channels} must hold ${

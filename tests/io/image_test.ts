@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { encode as encodePng } from "npm:fast-png@8.0.0";
 import jpeg from "npm:jpeg-js@0.4.4";
+import { deflateSync, inflateSync } from "node:zlib";
 import {
   convertChannels,
   type DecodedImage,
@@ -16,6 +17,80 @@ import { assertClose, rng } from "../support/check.ts";
 function randomBytes(n: number, seed: number): Uint8Array {
   const u = rng(seed);
   return Uint8Array.from({ length: n }, () => Math.floor(u() * 256));
+}
+
+const CRC_TABLE = Uint32Array.from({ length: 256 }, (_, n) => {
+  for (let k = 0; k < 8; k++) n = n & 1 ? 0xedb88320 ^ (n >>> 1) : n >>> 1;
+  return n;
+});
+
+/** One PNG chunk: length, type, data and the CRC-32 of type and data. */
+function pngChunk(type: string, data: Uint8Array): Uint8Array {
+  const out = new Uint8Array(12 + data.length);
+  const view = new DataView(out.buffer);
+  view.setUint32(0, data.length);
+  out.set(new TextEncoder().encode(type), 4);
+  out.set(data, 8);
+  let crc = ~0;
+  for (const b of out.subarray(4, 8 + data.length)) crc = CRC_TABLE[(crc ^ b) & 0xff] ^ (crc >>> 8);
+  view.setUint32(8 + data.length, ~crc >>> 0);
+  return out;
+}
+
+/**
+ * A PNG made by hand: the header, `before` (PLTE and the like), one IDAT holding `zlib` (by default the
+ * deflated `rows`, already filtered: a filter byte then the packed samples of each row) and IEND.
+ */
+function handmadePng(
+  { width, height, depth = 8, colourType, interlace = 0, rows = new Uint8Array(), zlib, before = [] }: {
+    width: number;
+    height: number;
+    depth?: number;
+    colourType: number;
+    interlace?: number;
+    rows?: Uint8Array;
+    zlib?: Uint8Array;
+    before?: Uint8Array[];
+  },
+): Uint8Array {
+  const ihdr = new Uint8Array(13);
+  new DataView(ihdr.buffer).setUint32(0, width);
+  new DataView(ihdr.buffer).setUint32(4, height);
+  ihdr.set([depth, colourType, 0, 0, interlace], 8);
+  const parts = [
+    Uint8Array.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
+    pngChunk("IHDR", ihdr),
+    ...before,
+    pngChunk("IDAT", zlib ?? deflateSync(rows)),
+    pngChunk("IEND", new Uint8Array()),
+  ];
+  const out = new Uint8Array(parts.reduce((sum, part) => sum + part.length, 0));
+  parts.reduce((offset, part) => (out.set(part, offset), offset + part.length), 0);
+  return out;
+}
+
+/** The payload of a PNG's first `type` chunk, and where it starts. */
+function findChunk(png: Uint8Array, type: string): { at: number; data: Uint8Array } {
+  const view = new DataView(png.buffer, png.byteOffset, png.byteLength);
+  for (let at = 8; at < png.length;) {
+    const length = view.getUint32(at);
+    if (String.fromCharCode(...png.subarray(at + 4, at + 8)) === type) {
+      return { at: at + 8, data: png.subarray(at + 8, at + 8 + length) };
+    }
+    at += 12 + length;
+  }
+  throw new Error(`no ${type} chunk`);
+}
+
+/** `png` with its IDAT's inflated rows replaced by `edit(rows)`, re-deflated under a correct CRC. */
+function withRows(png: Uint8Array, edit: (rows: Uint8Array) => Uint8Array): Uint8Array {
+  const { at, data } = findChunk(png, "IDAT");
+  const idat = pngChunk("IDAT", deflateSync(edit(inflateSync(data))));
+  const out = new Uint8Array(at - 8 + idat.length + png.length - (at + data.length + 4));
+  out.set(png.subarray(0, at - 8));
+  out.set(idat, at - 8);
+  out.set(png.subarray(at + data.length + 4), at - 8 + idat.length);
+  return out;
 }
 
 /** The float64 bilinear reference (half-pixel centres, edge clamp) of one channel, plain loops. */
@@ -121,6 +196,97 @@ Deno.test("decodeImage rejects non-images and damaged images with a SyntaxError 
   });
 });
 
+Deno.test("decodeImage checks the PNG chunk CRCs", () => {
+  const png = encodePng({ width: 6, height: 4, channels: 3, data: randomBytes(72, 3) });
+  // A flipped bit in a stored pixel byte of the deflate stream: unchecked, fast-png decodes other pixels.
+  const { at, data } = findChunk(png, "IDAT");
+  const flipped = png.slice();
+  flipped[at + data.length - 10] ^= 0x01;
+  assert.throws(() => decodeImage(flipped, "bits/flipped.png"), {
+    name: "SyntaxError",
+    message: /^bits\/flipped\.png: damaged PNG image: CRC mismatch for chunk IDAT/,
+  });
+  const header = png.slice();
+  header[findChunk(png, "IHDR").at + 13] ^= 0x80; // the IHDR CRC itself
+  assert.throws(() => decodeImage(header, "header.png"), {
+    name: "SyntaxError",
+    message: /^header\.png: damaged PNG image: CRC mismatch for chunk IHDR/,
+  });
+});
+
+Deno.test("decodeImage checks the zlib Adler-32 of the PNG pixel data", () => {
+  const rows = Uint8Array.from([0, 10, 20, 30, 0, 40, 50, 60]);
+  const zlib = deflateSync(rows);
+  zlib[zlib.length - 1] ^= 0x01; // the checksum, under a correct chunk CRC
+  assert.throws(() => decodeImage(handmadePng({ width: 3, height: 2, colourType: 0, zlib }), "sum.png"), {
+    name: "SyntaxError",
+    message: /^sum\.png: damaged PNG image: the compressed pixel data \(IDAT\) is damaged: .*check/,
+  });
+});
+
+Deno.test("decodeImage rejects PNG pixel data short or long for the size in the header", () => {
+  const gray = (rows: number[]) =>
+    handmadePng({ width: 3, height: 2, colourType: 0, rows: Uint8Array.from(rows) });
+  assert.deepEqual([...decodeImage(gray([0, 1, 2, 3, 0, 4, 5, 6]), "exact.png").data], [1, 2, 3, 4, 5, 6]);
+  assert.throws(() => decodeImage(gray([0, 1, 2, 3, 0, 4, 5]), "short.png"), {
+    name: "SyntaxError",
+    message: /^short\.png: damaged PNG image: the pixel data is short: 7 bytes, a 3×2 image needs 8/,
+  });
+  assert.throws(() => decodeImage(gray([0, 1, 2, 3, 0, 4, 5, 6, 7]), "long.png"), {
+    name: "SyntaxError",
+    message: /^long\.png: damaged PNG image: the pixel data is long/,
+  });
+  // 1 bit per pixel: 10 pixels need two bytes per row after the filter byte.
+  const bits = handmadePng({
+    width: 10,
+    height: 1,
+    depth: 1,
+    colourType: 0,
+    rows: Uint8Array.from([0, 0xff]),
+  });
+  assert.throws(() => decodeImage(bits, "bits.png"), { message: /short: 2 bytes, a 10×1 image needs 3/ });
+  // Interlaced (Adam7): the rows of every pass count; a valid image still decodes exactly.
+  const data = randomBytes(7 * 5 * 3, 9);
+  const interlaced = encodePng({ width: 7, height: 5, channels: 3, data }, { interlace: "Adam7" });
+  assert.deepEqual([...decodeImage(interlaced, "adam7.png").data], [...data]);
+  assert.throws(() => decodeImage(withRows(interlaced, (rows) => rows.subarray(0, -1)), "adam7-short.png"), {
+    name: "SyntaxError",
+    message: /^adam7-short\.png: damaged PNG image: the pixel data is short/,
+  });
+});
+
+Deno.test("decodeImage rejects a PNG with no pixels, naming the file", () => {
+  for (const [width, height] of [[0, 0], [5, 0], [0, 3]]) {
+    const png = handmadePng({ width, height, colourType: 0, rows: new Uint8Array(height) });
+    assert.throws(() => decodeImage(png, "empty.png"), {
+      name: "SyntaxError",
+      message: new RegExp(`^empty\\.png: damaged PNG image: the image is ${width}×${height} pixels`),
+    });
+  }
+});
+
+Deno.test("decodeImage rejects a palette PNG without PLTE and ignores an RGB PNG's suggested PLTE", () => {
+  const indices = handmadePng({ width: 2, height: 1, colourType: 3, rows: Uint8Array.from([0, 0, 1]) });
+  assert.throws(() => decodeImage(indices, "indices.png"), {
+    name: "SyntaxError",
+    message: /^indices\.png: damaged PNG image: palette image without a PLTE chunk/,
+  });
+  // A PLTE in a truecolour image is only a suggestion for displays with few colours.
+  const rgb = handmadePng({
+    width: 2,
+    height: 1,
+    colourType: 2,
+    rows: Uint8Array.from([0, 200, 100, 50, 1, 2, 3]),
+    before: [pngChunk("PLTE", Uint8Array.from([9, 9, 9]))],
+  });
+  assert.deepEqual(decodeImage(rgb, "rgb.png"), {
+    width: 2,
+    height: 1,
+    channels: 3,
+    data: Uint8Array.from([200, 100, 50, 1, 2, 3]),
+  });
+});
+
 Deno.test("convertChannels turns gray into RGB, RGB into ITU-R 601 luma and drops alpha", () => {
   const gray: DecodedImage = { width: 2, height: 1, channels: 1, data: Uint8Array.from([10, 200]) };
   assert.deepEqual([...convertChannels(gray, 3)], [10, 10, 10, 200, 200, 200]);
@@ -186,6 +352,15 @@ Deno.test("resizeBilinear reproduces PyTorch's align_corners=False values on a 2
     ].flat(),
     { atol: 1e-6, rtol: 0 },
   );
+});
+
+Deno.test("resizeBilinear rejects an empty input", () => {
+  for (const [inH, inW] of [[0, 0], [0, 4], [3, 0]]) {
+    assert.throws(() => resizeBilinear(new Float32Array(0), inH, inW, 1, 2, 2), {
+      name: "RangeError",
+      message: new RegExp(`input size must be positive integers, got ${inH}×${inW}`),
+    });
+  }
 });
 
 Deno.test("toModelInput converts, resizes and normalises to float32 CHW", () => {
