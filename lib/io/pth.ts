@@ -459,42 +459,92 @@ class StateDictUnpickler {
   }
 }
 
-/** Collects the tensors of a (possibly nested) dict, nested keys joined with ".". */
+/** How {@link collectTensors} met a dict: its first path, and (once walked) whether it holds tensors. */
+interface DictVisit {
+  path: string;
+  /** undefined while the dict is still being walked (it is on the current path). */
+  hasTensors?: boolean;
+}
+
+/** How deeply dicts may nest: state dicts are one or two levels deep (`{"state_dict": {…}}`). */
+const MAX_DICT_DEPTH = 32;
+
+/**
+ * Collects the tensors of a (possibly nested) dict, nested keys joined with ".", walking each dict once. A
+ * state dict is a tree: a dict holding tensors that is reached by a second path (which would otherwise be
+ * walked once per path, exponentially often when shared dicts nest) is refused, and so is a dict containing
+ * itself. A dict without tensors (e.g. a config stored under two keys) may be shared: it adds nothing, so it
+ * is not walked again. Dicts nested deeper than {@link MAX_DICT_DEPTH} are refused.
+ *
+ * @returns whether `dict` holds a tensor, directly or in a nested dict
+ */
 function collectTensors(
   dict: PyDict,
   prefix: string,
   out: Map<string, TorchTensor>,
-  seen: Set<PyDict>,
+  visits: Map<PyDict, DictVisit>,
   source: string,
-): void {
-  if (seen.has(dict)) throw new SyntaxError(`${source}: the pickled dict contains itself`);
-  seen.add(dict);
+  depth = 0,
+): boolean {
+  // Names grow with the depth: a deep chain of small dicts would make quadratically long names.
+  if (depth > MAX_DICT_DEPTH) {
+    throw new SyntaxError(
+      `${source}: dicts nested more than ${MAX_DICT_DEPTH} deep (at "${prefix.slice(0, 80)}…")`,
+    );
+  }
+  const visit: DictVisit = { path: prefix.slice(0, -1) };
+  visits.set(dict, visit);
+  let hasTensors = false;
   for (const [key, value] of dict.map) {
     const name = prefix + String(key);
     if (value instanceof TorchTensor) {
       if (out.has(name)) throw new TypeError(`${source}: duplicate tensor name "${name}"`);
       out.set(name, value);
+      hasTensors = true;
     } else if (value instanceof PyDict) {
-      collectTensors(value, `${name}.`, out, seen, source);
+      const seen = visits.get(value);
+      if (!seen) {
+        hasTensors = collectTensors(value, `${name}.`, out, visits, source, depth + 1) || hasTensors;
+      } else if (seen.hasTensors === undefined) {
+        throw new SyntaxError(`${source}: the pickled dict contains itself (at "${name}")`);
+      } else if (seen.hasTensors) {
+        throw new SyntaxError(
+          `${source}: the dict of tensors at "${seen.path}" is reached by two paths (again at "${name}"); ` +
+            "shared sub-dicts are not supported, a state dict is a tree",
+        );
+      }
     }
   }
-  seen.delete(dict);
+  visit.hasTensors = hasTensors;
+  return hasTensors;
 }
 
 /** The most elements one tensor may have (1 GiB of float32). */
 const MAX_ELEMENTS = 2 ** 28;
+/**
+ * The budget for all tensors of a file together: so many elements per byte of the storages they view (tensors
+ * sharing a storage, e.g. tied weights or the slices of a fused matrix, each count in full)…
+ */
+const ELEMENTS_PER_STORAGE_BYTE = 8;
+/** …plus this many (16 MiB of float32), for small stride-0 (expanded) views. */
+const ELEMENT_ALLOWANCE = 2 ** 22;
 
-/** Reads a tensor's elements out of its storage, following size, stride and offset. */
-function materialise(tensor: TorchTensor, storage: Uint8Array, what: string): TensorData {
-  const { shape, stride, offset } = tensor, { dtype, size, numel } = tensor.storage;
-  if (storage.length !== numel * size) {
-    throw new RangeError(`${what}: storage holds ${storage.length} B, expected ${numel} × ${size} B`);
-  }
-  const count = shape.reduce((n, d) => n * d, 1);
-  // Only a stride-0 (expanded) view can hold more elements than the file; refuse absurd ones before allocating.
+/** A tensor view's element count, refusing absurd ones (only a stride-0 view can hold more than the file). */
+function elementCount(tensor: TorchTensor, what: string): number {
+  const count = tensor.shape.reduce((n, d) => n * d, 1);
   if (count > MAX_ELEMENTS) {
-    throw new RangeError(`${what}: view [${shape}] has more than ${MAX_ELEMENTS} elements`);
+    throw new RangeError(`${what}: view [${tensor.shape}] has more than ${MAX_ELEMENTS} elements`);
   }
+  return count;
+}
+
+/**
+ * Reads a tensor's elements out of its storage (already checked to hold `numel` elements), following size,
+ * stride and offset.
+ */
+function materialise(tensor: TorchTensor, storage: Uint8Array, what: string): TensorData {
+  const { shape, stride, offset } = tensor, { dtype, numel } = tensor.storage;
+  const count = elementCount(tensor, what);
   if (count === 0) return dtype.startsWith("F") || dtype === "BF16" ? new Float32Array(0) : new Int32Array(0);
   let last = offset, contiguous = true, expected = 1;
   for (let d = shape.length - 1; d >= 0; d--) {
@@ -587,23 +637,51 @@ function parsePthUnchecked(bytes: Uint8Array, source: string): Map<string, PthTe
     throw new TypeError(`${source}: the pickle holds ${describe(root)}, not a dict`);
   }
   const found = new Map<string, TorchTensor>();
-  collectTensors(root, "", found, new Set(), source);
+  collectTensors(root, "", found, new Map(), source);
 
+  // Read each storage once and weigh the distinct tensors against the storage bytes before allocating any:
+  // stride-0 views, or one view listed under many names, could otherwise expand a tiny file without bound.
   const storages = new Map<string, Uint8Array>();
-  const tensors = new Map<string, PthTensor>();
+  const distinct = new Set<TorchTensor>();
+  let storageBytes = 0, elements = 0;
   for (const [name, tensor] of found) {
-    const { key, dtype } = tensor.storage;
-    let storage = storages.get(key);
-    if (!storage) {
+    const { key, size, numel } = tensor.storage;
+    if (!storages.has(key)) {
       const entry = entries.get(`${prefix}data/${key}`);
       if (!entry) {
         throw new SyntaxError(`${source}: storage ${prefix}data/${key} of tensor "${name}" is missing`);
       }
-      storage = readZipEntry(bytes, entry, source);
+      const storage = readZipEntry(bytes, entry, source);
+      if (storage.length !== numel * size) {
+        throw new RangeError(
+          `${source}: tensor "${name}": storage holds ${storage.length} B, expected ${numel} × ${size} B`,
+        );
+      }
       storages.set(key, storage);
+      storageBytes += storage.length;
     }
-    const data = materialise(tensor, storage, `${source}: tensor "${name}"`);
-    tensors.set(name, { dtype, shape: tensor.shape, data });
+    if (distinct.has(tensor)) continue;
+    distinct.add(tensor);
+    elements += elementCount(tensor, `${source}: tensor "${name}"`);
+  }
+  const budget = ELEMENTS_PER_STORAGE_BYTE * storageBytes + ELEMENT_ALLOWANCE;
+  if (elements > budget) {
+    throw new RangeError(
+      `${source}: the tensors' views hold ${elements} elements in all, more than the ${budget} allowed for ` +
+        `${storageBytes} B of storage (${ELEMENTS_PER_STORAGE_BYTE} per byte + ${ELEMENT_ALLOWANCE})`,
+    );
+  }
+
+  // One array per distinct tensor object: names sharing a tensor (tied weights) share its data.
+  const materialised = new Map<TorchTensor, TensorData>();
+  const tensors = new Map<string, PthTensor>();
+  for (const [name, tensor] of found) {
+    let data = materialised.get(tensor);
+    if (!data) {
+      data = materialise(tensor, storages.get(tensor.storage.key)!, `${source}: tensor "${name}"`);
+      materialised.set(tensor, data);
+    }
+    tensors.set(name, { dtype: tensor.storage.dtype, shape: tensor.shape, data });
   }
   return tensors;
 }

@@ -19,11 +19,13 @@ function sameBits(a: ArrayBufferView, b: ArrayBufferView): boolean {
 
 import {
   bytes,
+  get,
   global,
   MARK,
   ORDERED_DICT,
   type Part,
   pth,
+  put,
   REDUCE,
   SETITEM,
   SETITEMS,
@@ -77,6 +79,25 @@ const tensor = (store: Part, offset: number, size: number[], stride: number[]) =
   REDUCE,
 ];
 const floats = (...values: number[]) => new Uint8Array(new Float32Array(values).buffer);
+/** A stride-0 view of `count` elements of the 1-element float storage `key`: `storage[0].expand(count)`. */
+const expanded = (key: string, count: number) => [
+  global("torch._utils", "_rebuild_tensor_v2"),
+  MARK,
+  storage("FloatStorage", key, 1),
+  ["K", 0, "J", u32(count), 0x85, "K", 0, 0x85], // offset 0, size (count,), stride (0,)
+  [0x89, ORDERED_DICT, TUPLE, REDUCE],
+];
+/**
+ * Dicts nested `depth` deep, each holding the one inside twice, `{a: d, b: BINGET d}`, around `inner` (a
+ * pickle fragment leaving a dict on the stack). Uses memo entries 0 to `depth`.
+ */
+function sharedChain(depth: number, inner: Part): Part {
+  const parts: Part[] = [];
+  for (let i = depth; i >= 1; i--) parts.push(ORDERED_DICT, short("a"));
+  parts.push(inner, put(0));
+  for (let i = 1; i <= depth; i++) parts.push(SETITEM, short("b"), get(i - 1), SETITEM, put(i));
+  return parts;
+}
 
 // --- tests ---------------------------------------------------------------------------------------------------
 
@@ -316,6 +337,76 @@ Deno.test("parsePth refuses a stride-0 view with an absurd element count before 
     [REDUCE, SETITEM, STOP],
   );
   expectPthError(pth(pickle, { "0": floats(1) }), RangeError, "more than 268435456 elements");
+});
+
+Deno.test("parsePth refuses a dict of tensors reached by two paths, however deeply shared dicts nest", () => {
+  const inner = [ORDERED_DICT, short("w"), tensor(storage("FloatStorage", "0", 1), 0, [1], [1]), SETITEM];
+  const chain = (depth: number) => pth(bytes(0x80, 2, sharedChain(depth, inner), STOP), { "0": floats(1) });
+  expectPthError(chain(1), SyntaxError, 'the dict of tensors at "a" is reached by two paths (again at "b")');
+  // 2^depth paths to the innermost dict: walking each would take exponential time and memory.
+  for (const depth of [16, 30]) {
+    expectPthError(chain(depth), SyntaxError, `reached by two paths (again at "${"a.".repeat(depth - 1)}b")`);
+  }
+  // Deeper than 32 dicts is refused outright (names would grow with the depth), shared or not.
+  expectPthError(chain(40), SyntaxError, "dicts nested more than 32 deep");
+  // A dict containing itself is still refused.
+  expectPthError(
+    pth(bytes(0x80, 2, ORDERED_DICT, put(0), short("self"), get(0), SETITEM, STOP)),
+    SyntaxError,
+    'the pickled dict contains itself (at "self")',
+  );
+});
+
+Deno.test("parsePth walks a dict without tensors once however many paths reach it", () => {
+  const config = [ORDERED_DICT, short("epoch"), "K", 3, SETITEM];
+  const pickle = bytes(
+    [0x80, 2, ORDERED_DICT, short("w"), tensor(storage("FloatStorage", "0", 2), 0, [2], [1]), SETITEM],
+    [short("config"), sharedChain(30, config), SETITEM, STOP], // 2^30 paths to `config`
+  );
+  const weights = parsePth(pth(pickle, { "0": floats(1, 2) }), SOURCE);
+  assertEquals([...weights.keys()], ["w"]);
+  assertEquals([...weights.get("w")!.data], [1, 2]);
+});
+
+Deno.test("parsePth materialises a tensor listed under several names once, sharing its data", () => {
+  const pickle = bytes(
+    [0x80, 2, ORDERED_DICT, MARK],
+    [short("tied0"), tensor(storage("FloatStorage", "0", 3), 0, [3], [1]), put(0)],
+    [short("tied1"), get(0), short("tied2"), get(0)],
+    [short("big0"), expanded("1", 2 ** 21), put(1)], // 8 MiB once, not once per name
+    Array.from({ length: 7 }, (_, i) => [short(`big${i + 1}`), get(1)]),
+    [SETITEMS, STOP],
+  );
+  const weights = parsePth(pth(pickle, { "0": floats(1, 2, 3), "1": floats(7) }), SOURCE);
+  assertEquals(weights.size, 11);
+  const tied = weights.get("tied0")!.data, big = weights.get("big0")!.data;
+  assertEquals([...tied], [1, 2, 3]);
+  assertEquals([big.length, big[0], big[big.length - 1]], [2 ** 21, 7, 7]);
+  for (const [name, t] of weights) {
+    assertEquals(t.data === (name.startsWith("tied") ? tied : big), true, `${name} has its own copy`);
+  }
+});
+
+Deno.test("parsePth refuses views with far more elements in all than storage bytes before allocating", () => {
+  // The probe: a 1-element storage viewed as [2^26] with stride 0, under 8 names (2 GiB as 8 copies).
+  const names = bytes(
+    [0x80, 2, ORDERED_DICT, MARK, short("w0"), expanded("0", 2 ** 26), put(0)],
+    Array.from({ length: 7 }, (_, i) => [short(`w${i + 1}`), get(0)]),
+    [SETITEMS, STOP],
+  );
+  expectPthError(
+    pth(names, { "0": floats(1) }),
+    RangeError,
+    "views hold 67108864 elements in all, more than the 4194336 allowed for 4 B of storage " +
+      "(8 per byte + 4194304)",
+  );
+  // Distinct views, each well within the per-tensor limit, are counted together.
+  const distinct = bytes(
+    [0x80, 2, ORDERED_DICT, MARK],
+    Array.from({ length: 5 }, (_, i) => [short(`w${i}`), expanded("0", 2 ** 20)]),
+    [SETITEMS, STOP],
+  );
+  expectPthError(pth(distinct, { "0": floats(1) }), RangeError, "views hold 5242880 elements in all");
 });
 
 Deno.test("crc32 gives the standard check value", () => {

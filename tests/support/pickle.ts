@@ -21,6 +21,8 @@ export const u16 = (n: number) => new Uint8Array(new Uint16Array([n]).buffer);
 export const short = (s: string) => [0x8c, encoder.encode(s).length, s]; // SHORT_BINUNICODE
 export const unicode = (s: string) => ["X", u32(encoder.encode(s).length), s]; // BINUNICODE
 export const global = (module: string, name: string) => ["c", `${module}\n${name}\n`];
+export const put = (index: number) => ["q", index]; // BINPUT
+export const get = (index: number) => ["h", index]; // BINGET
 export const MARK = "(", TUPLE = "t", REDUCE = "R", STOP = ".", SETITEM = "s", SETITEMS = "u";
 export const ORDERED_DICT = [global("collections", "OrderedDict"), ")", REDUCE];
 
