@@ -194,6 +194,7 @@ async function loadIdxSplit(
   const imageFile = await readIdxFile(files, dir, `${prefix}-images-idx3-ubyte`);
   const labelFile = await readIdxFile(files, dir, `${prefix}-labels-idx1-ubyte`);
   const { count, height, width, images } = parseIdxImages(imageFile.bytes, imageFile.path);
+  if (count === 0) throw new SyntaxError(`${imageFile.path}: holds no images`);
   const labels = parseIdxLabels(labelFile.bytes, labelFile.path, classCount);
   if (labels.length !== count) {
     throw new SyntaxError(

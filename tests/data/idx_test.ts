@@ -127,6 +127,16 @@ Deno.test("loading fails clearly on missing files, mismatched counts and damaged
     message: "fm/train-labels-idx1-ubyte: holds 6 labels but fm/train-images-idx3-ubyte holds 7 images",
   });
 
+  const none = {
+    ...tree,
+    "fm/t10k-images-idx3-ubyte": encodeIdx(new Uint8Array(), [0, 2, 2]),
+    "fm/t10k-labels-idx1-ubyte": encodeIdx(new Uint8Array(), [0]),
+  };
+  await assert.rejects(() => loadFashionMnist("fm", { files: memoryFiles(none) }), {
+    name: "SyntaxError",
+    message: "fm/t10k-images-idx3-ubyte: holds no images",
+  });
+
   const gz = await gzip(tree["fm/train-images-idx3-ubyte"]);
   const damaged = { ...tree, "fm/train-images-idx3-ubyte": gz.subarray(0, gz.length - 12) };
   await assert.rejects(() => loadFashionMnist("fm", { files: memoryFiles(damaged) }), {
