@@ -284,8 +284,8 @@ function folderGeometry(v: Values, spec: string, model: ModelConfig | undefined)
   }
   if (channels === 2) throw new UsageError("--channels 2: expected 1 (gray) or 3 (RGB)");
   const square = model && model.imgHeight === model.imgWidth ? model.imgHeight : undefined;
-  const gray = model && (model.inChannels === 1 || model.inChannels === 3) ? model.inChannels : undefined;
-  return { size: size ?? square, channels: channels ?? gray };
+  const loadable = model && (model.inChannels === 1 || model.inChannels === 3) ? model.inChannels : undefined;
+  return { size: size ?? square, channels: channels ?? loadable };
 }
 
 /**
