@@ -102,6 +102,11 @@ optimisation (timm names)
   --weight-decay WD       AdamW decoupled weight decay, not on 1-D biases/norms (default 0.05)
   --clip-grad NORM        clip the global gradient norm (default off)
   --smoothing EPS         label smoothing (default 0.1)
+  --model-ema             also keep an exponential moving average of the weights, updated every step
+                          (timm's flag): evaluated beside them, saved as last_ema.safetensors, and the
+                          best epoch (best.safetensors) is chosen by, and saved from, the average
+  --model-ema-decay D     its decay per step (default 0.9998: a horizon of ~5,000 steps); implies
+                          --model-ema
 augmentation
   --crop-pad N            random crop with N pixels of zero padding (default 2)
   --resized-crop MIN      random resized crop with scale MIN..1 instead (the paper's 0.8)
@@ -151,6 +156,8 @@ const trainFlags = {
   "weight-decay": { type: "string" },
   "clip-grad": { type: "string" },
   smoothing: { type: "string" },
+  "model-ema": { type: "boolean" },
+  "model-ema-decay": { type: "string" },
   "crop-pad": { type: "string" },
   "resized-crop": { type: "string" },
   "no-flip": { type: "boolean" },
@@ -252,8 +259,17 @@ function trainOptionsFrom(v: Values, base: Partial<TrainOptions>): Partial<Train
   set("logEvery", num(v, "log-every", { min: 1, integer: true }));
   set("evalEvery", num(v, "eval-every", { min: 0, integer: true }));
   set("tta", ttaFlag(v));
+  const emaDecay = num(v, "model-ema-decay", { min: 0 });
+  if (emaDecay !== undefined && emaDecay >= 1) {
+    throw new UsageError(`--model-ema-decay ${emaDecay}: expected a number ≥ 0 and < 1`);
+  }
+  if (emaDecay !== undefined) o.modelEmaDecay = emaDecay;
+  else if (v["model-ema"]) o.modelEmaDecay ||= DEFAULT_MODEL_EMA_DECAY;
   return o;
 }
+
+/** timm's default `--model-ema-decay`. */
+const DEFAULT_MODEL_EMA_DECAY = 0.9998;
 
 /** The `--tta` flag, checked; `undefined` when absent. */
 function ttaFlag(values: Values): TestTimeAugmentation | undefined {
@@ -414,20 +430,23 @@ async function train(args: string[]): Promise<number> {
     },
     async onEpoch(s, t) {
       if (terminal) Deno.stdout.writeSync(encoder.encode("\r\x1b[2K"));
-      // bestTop1 already includes this epoch: a tie means this epoch set it.
-      const best = s.test !== undefined && s.test.top1 >= t.state.bestTop1;
+      // bestTop1 already includes this epoch (the average's score when there is one): a tie means it set it.
+      const scored = s.testEma ?? s.test;
+      const best = scored !== undefined && scored.top1 >= t.state.bestTop1;
       console.log(formatEpochSummary({ ...s, epochs: o.epochs + o.cooldownEpochs, best }));
       await log.logEpoch(s);
       await saveWeightsCheckpoint(output, "last", t);
-      if (best) await saveWeightsCheckpoint(output, "best", t);
+      if (t.ema) await saveWeightsCheckpoint(output, "last_ema", t, { ema: true });
+      if (best) await saveWeightsCheckpoint(output, "best", t, { ema: t.ema !== undefined });
       await saveTrainingState(output, t, { dataset_spec: dataSpec });
-      await writeRunPlots(output, log.history, { classes: data.classes, confusion: s.test?.confusion });
+      await writeRunPlots(output, log.history, { classes: data.classes, confusion: scored?.confusion });
     },
   });
   if (saved) {
     await log.rewind(saved.state.epoch); // epochs after the checkpoint are redone
     trainer.state = { ...saved.state };
     trainer.setMoments(saved.m, saved.v);
+    if (saved.ema && trainer.ema) trainer.setEmaWeights(saved.ema);
     console.log(`resuming ${resume} at epoch ${trainer.state.epoch}, step ${trainer.state.globalStep}`);
   }
   const gpu = model.gpu;
@@ -453,17 +472,20 @@ async function train(args: string[]): Promise<number> {
   }
   const minutes = (performance.now() - t0) / 60000;
   if (last?.test) {
+    const final = last.testEma ?? last.test;
     console.log(
-      `\nconfusion matrix (test, epoch ${last.epoch}):\n${
-        confusionMatrixText(data.classes, last.test.confusion)
+      `\nconfusion matrix (test, epoch ${last.epoch}${last.testEma ? ", moving average" : ""}):\n${
+        confusionMatrixText(data.classes, final.confusion)
       }`,
     );
+    const ema = last.testEma ? `, of the moving average ${(last.testEma.top1 * 100).toFixed(2)}%` : "";
     console.log(
-      `done in ${minutes.toFixed(1)} min: test top-1 ${(last.test.top1 * 100).toFixed(2)}%, best ` +
+      `done in ${minutes.toFixed(1)} min: test top-1 ${(last.test.top1 * 100).toFixed(2)}%${ema}, best ` +
         `${(trainer.state.bestTop1 * 100).toFixed(2)}%`,
     );
   }
-  console.log(`checkpoints: ${join(output, "best.safetensors")}, ${join(output, "last.safetensors")}`);
+  const files = ["best", "last", ...(trainer.ema ? ["last_ema"] : [])];
+  console.log(`checkpoints: ${files.map((f) => join(output, `${f}.safetensors`)).join(", ")}`);
   console.log(
     `plots: ${join(output, "curves.svg")}, ${join(output, "confusion.svg")}; log: ${
       join(output, "metrics.jsonl")

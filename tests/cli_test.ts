@@ -142,13 +142,24 @@ Deno.test("train, eval, predict and resume work on an image folder", async () =>
       "0",
       "--batch-size",
       "8",
+      "--model-ema-decay",
+      "0.9",
     );
     // No --data or --img-size: the resume file names the folder, and its model the geometry.
     assertEquals(resumed.code, 0, resumed.err);
     if (!resumed.out.includes("resuming")) throw new Error(resumed.out);
-    // --eval-every 0: only the last epoch is evaluated.
+    // --eval-every 0: only the last epoch is evaluated, the weights and (from the resume on) their average.
     const summaries = resumed.out.split("\n").filter((line) => /^epoch \d\/3 train/.test(line));
     assertEquals(summaries.map((line) => line.includes("| test ")), [false, true], resumed.out);
+    assertEquals(summaries.map((line) => line.includes("| EMA loss ")), [false, true], resumed.out);
+    const ema = parseWeights(await Deno.readFile(join(out, "last_ema.safetensors")), "last_ema.safetensors");
+    const last = parseWeights(await Deno.readFile(join(out, "last.safetensors")), "last.safetensors");
+    assertEquals(ema.metadata.weights, "ema");
+    assertEquals(last.metadata.weights, undefined);
+    const fc = "classifier.fc.weight";
+    if (ema.tensors.get(fc)!.data.every((x, i) => x === last.tensors.get(fc)!.data[i])) {
+      throw new Error("last_ema.safetensors holds the weights, not their average");
+    }
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
@@ -358,6 +369,7 @@ Deno.test("bad input gives one clear line naming the file and a non-zero exit", 
 
     expectFailure(await run("train", "--epochs", "zero"), 2, "--epochs");
     expectFailure(await run("train", "--tta", "mirror"), 2, "--tta mirror", "flip-shift");
+    expectFailure(await run("train", "--model-ema-decay", "1"), 2, "--model-ema-decay 1", "< 1");
     expectFailure(await run("eval", "--weights", "w.safetensors", "--tta", "mirror"), 2, "--tta mirror");
     expectFailure(
       await run("predict", "--weights", "w.safetensors", "--tta", "mirror", "x.png"),

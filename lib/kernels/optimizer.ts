@@ -1,6 +1,6 @@
 /**
- * Typed wrappers of the optimizer kernels (`shaders/optimizer.ts`): zero fill, global gradient norm, clip scale and
- * AdamW. All of them run inside a training step's single submission; nothing here reads back.
+ * Typed wrappers of the optimizer kernels (`shaders/optimizer.ts`): zero fill, global gradient norm, clip scale,
+ * AdamW and the weights' moving average. All of them run inside a training step's single submission; nothing here reads back.
  */
 import type { Gpu } from "../gpu/device.ts";
 import { type Binding, grid1d, type Plan, UniformBlock } from "../gpu/plan.ts";
@@ -11,6 +11,8 @@ import {
   adamwWgsl,
   clipScaleWgsl,
   DECAY_BLOCK,
+  EMA_VEC4_PER_INVOCATION,
+  emaWgsl,
   gradNormFinishWgsl,
   gradNormPartialsWgsl,
   NORM_MAX_PARTIALS,
@@ -244,6 +246,38 @@ export function adamwUpdate(
   if (vecCount > 0) dispatch(true, offset / 4, vecCount);
   const rest = length - vecCount * 4;
   if (rest > 0) dispatch(false, offset + vecCount * 4, rest);
+}
+
+/**
+ * One step of an exponential moving average of the weights, timm's `ModelEmaV2`: ema ← ema + (1 − decay)·(params −
+ * ema), elementwise over two tensors of one layout (typically whole parameter arenas). Elements equal in both stay
+ * bit-identical, so frozen tensors never drift.
+ *
+ * @param ema f32, updated in place
+ * @param params f32, the same size as `ema`
+ * @param options.decay In [0, 1]: 0 copies `params`, 1 leaves `ema` as it is.
+ */
+export function emaUpdate(plan: Plan, ema: Tensor, params: Tensor, { decay }: { decay: number }): void {
+  if (params.size !== ema.size) {
+    throw new TypeError(
+      `emaUpdate: ${params.label} has ${params.size} elements, expected ${ema.size} like ${ema.label}`,
+    );
+  }
+  if (!(decay >= 0 && decay <= 1)) throw new RangeError(`emaUpdate: decay ${decay} is not in [0, 1]`);
+  const n = ema.size;
+  if (n === 0) return;
+  const aligned = ema.offset % 16 === 0 && params.offset % 16 === 0;
+  const vecCount = aligned ? Math.floor(n / 4) : 0;
+  const dispatch = (vectorized: boolean, first: number, count: number) => {
+    plan.dispatch(
+      `ema${vectorized ? "Vec4" : ""}`,
+      emaWgsl({ vec4: vectorized }),
+      [{ uniform: [first, count, { f32: 1 - decay }] }, ema, params],
+      grid1d(Math.ceil(count / (vectorized ? EMA_VEC4_PER_INVOCATION : 1)), OPTIMIZER_WORKGROUP),
+    );
+  };
+  if (vecCount > 0) dispatch(true, 0, vecCount);
+  if (n > vecCount * 4) dispatch(false, vecCount * 4, n - vecCount * 4);
 }
 
 /**

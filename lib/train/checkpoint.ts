@@ -1,8 +1,9 @@
 /**
  * Checkpoints. Weights files (`last.safetensors`, `best.safetensors`) hold the official state dict plus metadata
  * (model, config, normalisation, class names), so `predict` needs nothing else and PyTorch loads them. The
- * resume file (`last.state.safetensors`) holds weights, AdamW moments and the run state in ONE file, so a kill at
- * any moment leaves a consistent previous state: every file is written to a temporary name and renamed.
+ * resume file (`last.state.safetensors`) holds weights, AdamW moments, the weights' moving average (when kept) and
+ * the run state in ONE file, so a kill at any moment leaves a consistent previous state: every file is written to
+ * a temporary name and renamed.
  */
 import { join } from "node:path";
 import { writeFileAtomic } from "../io/atomic.ts";
@@ -124,24 +125,38 @@ function metadataField<T>(metadata: Record<string, string>, key: string, source:
   }
 }
 
-/** Writes `kind`.safetensors (weights + metadata) into `dir`, atomically. */
+/**
+ * Writes `kind`.safetensors (weights + metadata) into `dir`, atomically.
+ *
+ * @param dir An existing directory.
+ * @param kind The file's name without extension.
+ * @param trainer The run whose weights to save.
+ * @param options `ema`: save the trainer's moving average of the weights instead (metadata `weights: "ema"`).
+ * @returns The path written.
+ */
 export async function saveWeightsCheckpoint(
   dir: string,
-  kind: "last" | "best",
+  kind: "last" | "best" | "last_ema",
   trainer: Trainer,
+  { ema = false }: { ema?: boolean } = {},
 ): Promise<string> {
   const path = join(dir, `${kind}.safetensors`);
   const meta = {
     ...describeModel(trainer.model, trainer.data),
     train_state: JSON.stringify(trainer.state),
+    ...(ema ? { weights: "ema" } : {}),
   };
-  await writeFileAtomic(path, await trainer.model.saveWeights(meta));
+  const bytes = ema
+    ? await trainer.withEmaWeights(() => trainer.model.saveWeights(meta))
+    : await trainer.model.saveWeights(meta);
+  await writeFileAtomic(path, bytes);
   return path;
 }
 
 /**
  * Writes the resume file `last.state.safetensors`: weights, moments, options and state, atomically.
  *
+ * With a moving average of the weights (`modelEmaDecay` > 0) it is saved too, as `ema.<name>` tensors.
  * The file is written to a temporary name and renamed, so an interrupted save leaves the previous one intact.
  * Waits for the GPU (it reads weights and moments back): call between epochs, e.g. from `onEpoch`.
  *
@@ -174,9 +189,11 @@ export async function saveTrainingState(
   const path = join(dir, "last.state.safetensors");
   const weights = await trainer.model.getWeights();
   const { m, v } = await trainer.moments();
+  const ema = await trainer.emaWeights();
   const tensors = new Map<string, TensorToWrite>();
   for (const s of trainer.model.specs) {
     tensors.set(s.name, { shape: s.shape, data: weights.get(s.name)! });
+    if (ema) tensors.set(`${EMA_PREFIX}${s.name}`, { shape: s.shape, data: ema.get(s.name)! });
     if (s.trainable) {
       tensors.set(`optimizer.m.${s.name}`, { shape: s.shape, data: m.get(s.name)! });
       tensors.set(`optimizer.v.${s.name}`, { shape: s.shape, data: v.get(s.name)! });
@@ -192,6 +209,9 @@ export async function saveTrainingState(
   return path;
 }
 
+/** Names of the moving average's tensors in a resume file: the parameter's name after this prefix. */
+const EMA_PREFIX = "ema.";
+
 /** A parsed resume file. */
 export interface TrainingState {
   /** The model and data description, as in a weights file. */
@@ -206,6 +226,8 @@ export interface TrainingState {
   m: Map<string, Float32Array>;
   /** AdamW second moments by parameter name (trainable parameters only). */
   v: Map<string, Float32Array>;
+  /** The moving average of the weights by parameter name, when the run keeps one (`modelEmaDecay` > 0). */
+  ema?: Map<string, Float32Array>;
   /** Every metadata string of the file, including those the saver added. */
   metadata: Record<string, string>;
 }
@@ -229,6 +251,7 @@ export interface TrainingState {
  * const trainer = new Trainer(model, data, saved.options);
  * trainer.state = { ...saved.state };
  * trainer.setMoments(saved.m, saved.v);
+ * if (saved.ema) trainer.setEmaWeights(saved.ema);
  * await trainer.run(); // continues at epoch saved.state.epoch, on the same loss curve
  * ```
  */
@@ -245,10 +268,12 @@ export async function loadTrainingState(path: string): Promise<TrainingState> {
   };
   const weights = new Map<string, { shape: number[]; data: Float32Array }>();
   const m = new Map<string, Float32Array>(), v = new Map<string, Float32Array>();
+  const ema = new Map<string, Float32Array>();
   for (const [name, t] of file.tensors) {
     if (!(t.data instanceof Float32Array)) throw new TypeError(`${path}: ${name} is not float data`);
     if (name.startsWith("optimizer.m.")) m.set(name.slice(12), t.data);
     else if (name.startsWith("optimizer.v.")) v.set(name.slice(12), t.data);
+    else if (name.startsWith(EMA_PREFIX)) ema.set(name.slice(EMA_PREFIX.length), t.data);
     else weights.set(name, { shape: t.shape, data: t.data });
   }
   const state = json<TrainState>("train_state");
@@ -262,5 +287,5 @@ export async function loadTrainingState(path: string): Promise<TrainingState> {
   if (typeof options !== "object" || options === null || !(options.batchSize >= 1)) {
     throw new TypeError(`${path}: metadata "train_options" does not describe a training run`);
   }
-  return { info, options, state, weights, m, v, metadata: file.metadata };
+  return { info, options, state, weights, m, v, ...(ema.size ? { ema } : {}), metadata: file.metadata };
 }

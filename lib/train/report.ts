@@ -43,13 +43,15 @@ export interface EpochFields {
   trainAccuracy: number;
   /** Evaluation on the test split (fractions); absent when there is none. */
   test?: { loss: number; top1: number; top5: number };
+  /** The same evaluation of the weights' moving average, when the run keeps one. */
+  testEma?: { loss: number; top1: number; top5: number };
   /** Learning rate at the end of the epoch. */
   lr: number;
   /** Wall time of the epoch's training. */
   seconds: number;
   /** Training throughput over the epoch. */
   imagesPerSecond: number;
-  /** Whether this epoch set a new best test top-1. */
+  /** Whether this epoch set a new best test top-1 (of the moving average, when there is one). */
   best: boolean;
 }
 
@@ -202,6 +204,9 @@ export function formatEpochSummary(s: EpochFields): string {
       }`,
     );
   }
+  if (s.testEma) {
+    parts.push(`EMA loss ${formatLoss(s.testEma.loss)} top-1 ${formatPercent(s.testEma.top1)}`);
+  }
   parts.push(
     `lr ${formatLr(s.lr)} ${formatDuration(s.seconds)} ${formatRate(s.imagesPerSecond)} img/s` +
       (s.best ? " ★ best" : ""),
@@ -312,6 +317,8 @@ export interface EpochRecord {
   trainAccuracy: number;
   /** Test-split evaluation (fractions) and the number of test images. */
   test?: { loss: number; top1: number; top5: number; count?: number };
+  /** The same evaluation of the weights' moving average, when the run keeps one. */
+  testEma?: { loss: number; top1: number; top5: number; count?: number };
   /** Learning rate at the end of the epoch. */
   lr: number;
   /** Wall time of the epoch's training. */
@@ -464,26 +471,25 @@ export class MetricsLog {
     trainLoss: number;
     trainAccuracy: number;
     test?: { loss: number; top1: number; top5: number; count?: number };
+    testEma?: { loss: number; top1: number; top5: number; count?: number };
     lr: number;
     seconds: number;
     imagesPerSecond: number;
     best?: boolean;
   }): Promise<void> {
+    const evaluation = (t: { loss: number; top1: number; top5: number; count?: number }) => ({
+      loss: t.loss,
+      top1: t.top1,
+      top5: t.top5,
+      ...(t.count !== undefined ? { count: t.count } : {}),
+    });
     return this.append({
       type: "epoch",
       epoch: s.epoch,
       trainLoss: s.trainLoss,
       trainAccuracy: s.trainAccuracy,
-      ...(s.test
-        ? {
-          test: {
-            loss: s.test.loss,
-            top1: s.test.top1,
-            top5: s.test.top5,
-            ...(s.test.count !== undefined ? { count: s.test.count } : {}),
-          },
-        }
-        : {}),
+      ...(s.test ? { test: evaluation(s.test) } : {}),
+      ...(s.testEma ? { testEma: evaluation(s.testEma) } : {}),
       lr: s.lr,
       seconds: s.seconds,
       imagesPerSecond: s.imagesPerSecond,
@@ -546,7 +552,7 @@ export interface RunPlotOptions {
 /**
  * The training curves of a history as {@link lineChart} series: training loss per progress report (per epoch
  * when there are no progress records) and test loss on the left axis, training accuracy and test top-1 per epoch
- * on the right. Progress at step `s` of `n` in epoch `e` sits at x = e − 1 + s / n; an epoch summary at x = e.
+ * (also the weights' moving average's, when logged) on the right. Progress at step `s` of `n` in epoch `e` sits at x = e − 1 + s / n; an epoch summary at x = e.
  *
  * @param history the log's records
  * @returns the series, empty ones left out
@@ -555,7 +561,8 @@ export function curveSeries(history: readonly MetricsRecord[]): LineSeries[] {
   const progressLoss: [number, number][] = [], trainLoss: [number, number][] = [];
   const testLoss: [number, number][] = [],
     trainAcc: [number, number][] = [],
-    testTop1: [number, number][] = [];
+    testTop1: [number, number][] = [],
+    emaTop1: [number, number][] = [];
   for (const r of history) {
     if (r.type === "progress") {
       progressLoss.push([num(r.epoch) - 1 + num(r.step) / num(r.steps), num(r.loss)]);
@@ -567,6 +574,7 @@ export function curveSeries(history: readonly MetricsRecord[]): LineSeries[] {
         testLoss.push([x, num(r.test.loss)]);
         testTop1.push([x, num(r.test.top1)]);
       }
+      if (r.testEma) emaTop1.push([x, num(r.testEma.top1)]);
     }
   }
   const series: LineSeries[] = [
@@ -574,6 +582,7 @@ export function curveSeries(history: readonly MetricsRecord[]): LineSeries[] {
     { name: "test loss", points: testLoss, color: "#d62728" },
     { name: "train accuracy", points: trainAcc, axis: "right", color: "#2ca02c" },
     { name: "test top-1", points: testTop1, axis: "right", color: "#ff7f0e" },
+    { name: "EMA test top-1", points: emaTop1, axis: "right", color: "#9467bd" },
   ];
   return series.filter((s) => s.points.length > 0);
 }

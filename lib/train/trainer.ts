@@ -22,6 +22,7 @@ import {
   adamwUpdate,
   clipScale,
   createAdamwHyper,
+  emaUpdate,
   gradNormPartialCount,
   gradNormSquared,
   setAdamwHyper,
@@ -73,6 +74,12 @@ export interface TrainOptions extends ScheduleOptions {
    * also four one-pixel shifts. Only for data sets trained with flips.
    */
   tta: TestTimeAugmentation;
+  /**
+   * Decay per optimizer step of a moving average of the weights (timm's `--model-ema-decay`, e.g. 0.9998: a
+   * horizon of about 1 / (1 − decay) = 5,000 steps); 0 (default) keeps none. The average is evaluated beside
+   * the weights, and the best epoch is chosen by its score.
+   */
+  modelEmaDecay: number;
 }
 
 /**
@@ -107,6 +114,7 @@ export function defaultTrainOptions(overrides: Partial<TrainOptions> = {}): Trai
     logEvery: 20,
     evalEvery: 1,
     tta: "none",
+    modelEmaDecay: 0,
     ...overrides,
   };
 }
@@ -157,6 +165,8 @@ export interface EpochSummary {
   trainAccuracy: number;
   /** Evaluation of the test split after the epoch; absent for epochs that `evalEvery` skips. */
   test?: EvalResult;
+  /** The same evaluation of the weights' moving average, when the run keeps one (`modelEmaDecay` > 0). */
+  testEma?: EvalResult;
   /** Learning rate of the epoch's last step. */
   lr: number;
   /** Wall-clock seconds of the training part (evaluation excluded). */
@@ -179,7 +189,7 @@ export interface TrainState {
   epoch: number;
   /** Optimizer steps taken. */
   globalStep: number;
-  /** Best test top-1 accuracy after any evaluated epoch so far. */
+  /** Best test top-1 accuracy after any evaluated epoch so far (of the moving average, when the run keeps one). */
   bestTop1: number;
 }
 
@@ -221,9 +231,10 @@ class StepProgram {
   #gpu: Gpu | undefined;
   #staging: GPUBuffer | undefined;
 
-  constructor(model: CompactTransformer, data: Dataset, o: TrainOptions, hyper: UniformBlock, moments: {
+  constructor(model: CompactTransformer, data: Dataset, o: TrainOptions, hyper: UniformBlock, state: {
     m: Tensor;
     v: Tensor;
+    ema: Tensor | undefined;
   }) {
     const gpu = this.#gpu = model.gpu, c = model.config, B = o.batchSize;
     const pixelCount = B * c.inChannels * c.imgHeight * c.imgWidth;
@@ -307,19 +318,20 @@ class StepProgram {
     const params = model.params.whole(), g = grads.whole();
     const paramsForGrads = params.prefix([g.size]);
     if (decayed.length > 0) {
-      adamwUpdate(plan, paramsForGrads, g, moments.m, moments.v, hyper, {
+      adamwUpdate(plan, paramsForGrads, g, state.m, state.v, hyper, {
         ...decayed,
         decay: true,
         gradScale,
       });
     }
     if (plain.length > 0) {
-      adamwUpdate(plan, paramsForGrads, g, moments.m, moments.v, hyper, {
+      adamwUpdate(plan, paramsForGrads, g, state.m, state.v, hyper, {
         ...plain,
         decay: false,
         gradScale,
       });
     }
+    if (state.ema) emaUpdate(plan, state.ema, params, { decay: o.modelEmaDecay });
   }
 
   /**
@@ -452,6 +464,12 @@ export class Trainer {
   readonly v: Tensor;
   /** AdamW hyper-parameters of the current step (learning rate, betas, ε, weight decay, step). */
   readonly hyper: UniformBlock;
+  /** The moving average of the weights, laid out like the model's parameter arena; absent when not kept. */
+  readonly ema: Tensor | undefined;
+  /** Whether `ema` holds an average yet (it starts as the weights of the first step, or a checkpoint's). */
+  #emaStarted = false;
+  /** The weights while the average stands in for them (see {@link Trainer.withEmaWeights}). */
+  #backup: Tensor | undefined;
   #program: StepProgram | undefined;
 
   /**
@@ -463,7 +481,8 @@ export class Trainer {
    * @param options Overrides of {@link defaultTrainOptions}.
    * @param callbacks Progress and per-epoch hooks.
    * @throws {TypeError} If the images' shape or the class count differs from the model's.
-   * @throws {RangeError} If `batchSize` is not in 1..(training images), or `evalEvery` is not a whole number ≥ 0.
+   * @throws {RangeError} If `batchSize` is not in 1..(training images), `evalEvery` is not a whole number ≥ 0 or
+   *   `modelEmaDecay` is not in [0, 1).
    */
   constructor(
     readonly model: CompactTransformer,
@@ -489,6 +508,9 @@ export class Trainer {
         `evalEvery ${o.evalEvery} must be a whole number of epochs (0: only after the last)`,
       );
     }
+    if (!(o.modelEmaDecay >= 0 && o.modelEmaDecay < 1)) {
+      throw new RangeError(`modelEmaDecay ${o.modelEmaDecay} must be in [0, 1) (0: no moving average)`);
+    }
     ttaViews(o.tta); // a clear error now rather than after the first epoch
     if (!(o.batchSize >= 1 && o.batchSize <= data.train.length)) {
       throw new RangeError(`batch size ${o.batchSize} must be in 1..${data.train.length} (the training set)`);
@@ -497,6 +519,7 @@ export class Trainer {
     this.m = createTensor(model.gpu, [size], "adamw m");
     this.v = createTensor(model.gpu, [size], "adamw v");
     this.hyper = createAdamwHyper(model.gpu);
+    if (o.modelEmaDecay > 0) this.ema = createTensor(model.gpu, [model.params.whole().size], "weights ema");
   }
 
   /** Epochs of the whole run: the cosine's `epochs` plus `cooldownEpochs` (as timm's training script). */
@@ -518,6 +541,7 @@ export class Trainer {
     this.#program ??= new StepProgram(this.model, this.data, this.options, this.hyper, {
       m: this.m,
       v: this.v,
+      ema: this.ema,
     });
     return this.#program;
   }
@@ -533,6 +557,7 @@ export class Trainer {
   async trainEpoch(): Promise<EpochSummary> {
     const o = this.options, model = this.model, gpu = model.gpu;
     const p = this.#stepProgram();
+    this.#startEma();
     const epoch = this.state.epoch;
     const steps = this.stepsPerEpoch;
     const t0 = performance.now();
@@ -609,17 +634,22 @@ export class Trainer {
     const every = o.evalEvery;
     const evaluated = epoch + 1 >= this.totalEpochs || (every > 0 && (epoch + 1) % every === 0);
     const test = evaluated ? await this.evaluate(this.data.test) : undefined;
+    const testEma = evaluated && this.ema
+      ? await this.withEmaWeights(() => this.evaluate(this.data.test))
+      : undefined;
     // The training loss was read before the epoch's last update: a non-finite model shows up here first. An
     // epoch without evaluation checks one training batch instead, so onEpoch never saves a diverged model.
     const check = test ?? await this.evaluate(firstImages(this.data.train, o.batchSize));
     if (!Number.isFinite(check.loss)) throw new NonFiniteLossError(epoch, this.state.globalStep, check.loss);
     this.state.epoch++;
-    if (test && test.count > 0) this.state.bestTop1 = Math.max(this.state.bestTop1, test.top1);
+    const scored = testEma ?? test;
+    if (scored && scored.count > 0) this.state.bestTop1 = Math.max(this.state.bestTop1, scored.top1);
     const summary: EpochSummary = {
       epoch: this.state.epoch,
       trainLoss: epochLoss / Math.max(1, epochCount),
       trainAccuracy: epochCorrect / Math.max(1, epochCount),
       ...(test ? { test } : {}),
+      ...(testEma ? { testEma } : {}),
       lr,
       seconds,
       imagesPerSecond: (steps * o.batchSize) / seconds,
@@ -642,6 +672,7 @@ export class Trainer {
     writeTensor(gpu, p.labels, batch.labels);
     setAdamwHyper(this.hyper, this.options.lr, 0.9, 0.999, 1e-8, this.options.weightDecay, 1);
     this.model.setStepSeeds(this.options.seed, 0);
+    this.#startEma();
     await p.plan.run(); // compile
     const times: number[] = [];
     for (let s = 0; s < samples; s++) {
@@ -690,11 +721,88 @@ export class Trainer {
     writeTensor(this.model.gpu, this.v, hostV);
   }
 
+  /** Starts the moving average at the present weights, unless it holds one already. */
+  #startEma(): void {
+    if (!this.ema || this.#emaStarted) return;
+    copyTensor(this.model.gpu, this.model.params.whole(), this.ema);
+    this.#emaStarted = true;
+  }
+
+  /**
+   * Runs `fn` with the moving average of the weights in the model's place (the model's own `forward`,
+   * `evaluate` and `saveWeights` then use it) and puts the weights back after, also when `fn` throws.
+   *
+   * @param fn Work to do with the averaged weights, e.g. an evaluation or a save.
+   * @returns What `fn` returns.
+   * @throws {Error} If the run keeps no moving average (`modelEmaDecay` is 0).
+   *
+   * @example Save the averaged weights beside the trained ones
+   * ```ts
+   * import { CompactTransformer, loadDataset, Trainer } from "@compact-transformers/cct";
+   *
+   * const data = await loadDataset("synthetic:gray28");
+   * const model = await CompactTransformer.create("cct_2_3x2_32", { imgSize: 28, inChannels: 1 });
+   * const trainer = new Trainer(model, data, { epochs: 3, batchSize: 64, modelEmaDecay: 0.999 });
+   * const last = await trainer.run();
+   * console.log(`test top-1 ${last?.test?.top1}, of the average ${last?.testEma?.top1}`);
+   * await Deno.writeFile("ema.safetensors", await trainer.withEmaWeights(() => model.saveWeights()));
+   * ```
+   */
+  async withEmaWeights<T>(fn: () => Promise<T>): Promise<T> {
+    if (!this.ema) throw new Error("this run keeps no moving average of the weights (modelEmaDecay is 0)");
+    this.#startEma();
+    const gpu = this.model.gpu, params = this.model.params.whole();
+    this.#backup ??= createTensor(gpu, [params.size], "weights while the ema stands in");
+    copyTensor(gpu, params, this.#backup);
+    copyTensor(gpu, this.ema, params);
+    try {
+      return await fn();
+    } finally {
+      copyTensor(gpu, this.#backup, params);
+    }
+  }
+
+  /** The moving average of the weights by parameter name (for checkpoints); undefined when the run keeps none. */
+  async emaWeights(): Promise<Map<string, Float32Array> | undefined> {
+    if (!this.ema) return undefined;
+    this.#startEma();
+    const all = await readTensor(this.model.gpu, this.ema);
+    const out = new Map<string, Float32Array>();
+    for (const s of this.model.specs) {
+      const t = this.model.params.get(s.name);
+      out.set(s.name, all.slice(t.offset / 4, t.offset / 4 + t.size));
+    }
+    return out;
+  }
+
+  /**
+   * Restores a moving average saved by {@link emaWeights}.
+   *
+   * @throws {Error} If the run keeps no moving average.
+   * @throws {TypeError} If a parameter is missing or has another size.
+   */
+  setEmaWeights(weights: Map<string, Float32Array>): void {
+    if (!this.ema) throw new Error("this run keeps no moving average of the weights (modelEmaDecay is 0)");
+    const host = new Float32Array(this.ema.size);
+    for (const s of this.model.specs) {
+      const t = this.model.params.get(s.name);
+      const w = weights.get(s.name);
+      if (!w || w.length !== t.size) {
+        throw new TypeError(`moving average: ${s.name} is missing or mis-sized`);
+      }
+      host.set(w, t.offset / 4);
+    }
+    writeTensor(this.model.gpu, this.ema, host);
+    this.#emaStarted = true;
+  }
+
   /** Frees the trainer's GPU buffers (the model stays). */
   destroy(): void {
     this.#program?.destroy();
     this.m.buffer.destroy();
     this.v.buffer.destroy();
+    this.ema?.buffer.destroy();
+    this.#backup?.buffer.destroy();
   }
 }
 
@@ -795,6 +903,13 @@ export class Scoreboard {
       count: n,
     };
   }
+}
+
+/** Queues a GPU-side copy of `from` into `to` (same size), ordered with the other submissions. */
+function copyTensor(gpu: Gpu, from: Tensor, to: Tensor): void {
+  const encoder = gpu.device.createCommandEncoder({ label: `copy ${from.label}` });
+  encoder.copyBufferToBuffer(from.buffer, from.offset, to.buffer, to.offset, from.byteLength);
+  gpu.device.queue.submit([encoder.finish()]);
 }
 
 function padTo4(bytes: Uint8Array): Uint8Array<ArrayBuffer> {

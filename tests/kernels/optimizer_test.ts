@@ -5,6 +5,7 @@ import {
   createAdamwHyper,
   createDecayMask,
   decaysLikeTimm,
+  emaUpdate,
   gradNormPartialCount,
   gradNormSquared,
   NORM_MAX_PARTIALS,
@@ -318,6 +319,62 @@ Deno.test("gradNormSquared rejects a partials tensor smaller than it needs", asy
   }
   if (!(error instanceof TypeError) || !error.message.includes("partials")) {
     throw new Error(`expected a TypeError naming partials, got ${error}`);
+  }
+});
+
+for (const n of [1, 3, 6, 1029, 70_001]) {
+  Deno.test(`emaUpdate follows the float64 moving average over 3 steps, equal elements stay exact (n=${n})`, async () => {
+    const gpu = await testGpu();
+    // Odd n: a view 256 bytes into its buffer, a guard on each side. vec4s, then the scalar kernel for the tail.
+    const offset = n % 2 ? 64 : 0;
+    const e0 = randn(n, n, 1), steps = [randn(n, n + 1, 1), randn(n, n + 2, 1), randn(n, n + 3, 1)];
+    // Every seventh element is equal in both, as a frozen tensor is: it must not move by one bit.
+    for (const p of steps) for (let i = 3; i < n; i += 7) p[i] = Math.fround(e0[i]);
+    const guard = 12345;
+    const host = new Float64Array(offset + n + 1).fill(guard);
+    host.set(e0, offset);
+    const whole = upload(gpu, host, [host.length], "ema buffer");
+    const ema = new Tensor(whole.buffer, [n], offset * 4, "ema");
+    const params = steps.map((p, i) => upload(gpu, p, [n], `params ${i}`));
+    const expected = Float64Array.from(e0, Math.fround);
+    for (const [i, decay] of [0.9, 0.999, 0].entries()) {
+      await runPlan(gpu, (plan) => emaUpdate(plan, ema, params[i], { decay }));
+      ref.emaStep(expected, steps[i], decay);
+    }
+    const got = await readTensor(gpu, whole);
+    assertClose("ema", got.subarray(offset, offset + n), expected, { atol: 1e-6, rtol: 1e-6 });
+    for (let i = 3; i < n; i += 7) {
+      if (got[offset + i] !== Math.fround(e0[i])) throw new Error(`element ${i} drifted: ${got[offset + i]}`);
+    }
+    if (got[offset + n] !== guard || (offset > 0 && got[offset - 1] !== guard)) {
+      throw new Error("emaUpdate wrote outside its view");
+    }
+    whole.buffer.destroy();
+    for (const p of params) p.buffer.destroy();
+  });
+}
+
+Deno.test("emaUpdate refuses tensors of different sizes and a decay outside [0, 1]", async () => {
+  const gpu = await testGpu();
+  const a = poisoned(gpu, [8], "a"), b = poisoned(gpu, [9], "b");
+  for (
+    const [x, y, decay, kind, needle] of [[a, b, 0.5, TypeError, "9 elements"], [
+      a,
+      a,
+      1.5,
+      RangeError,
+      "1.5",
+    ]] as const
+  ) {
+    let error: unknown;
+    try {
+      await runPlan(gpu, (plan) => emaUpdate(plan, x, y, { decay }));
+    } catch (e) {
+      error = e;
+    }
+    if (!(error instanceof kind) || !error.message.includes(needle)) {
+      throw new Error(`expected a ${kind.name} naming ${needle}, got ${error}`);
+    }
   }
 });
 

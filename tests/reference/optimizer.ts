@@ -107,3 +107,8 @@ export function gradNormSquared(grads: ArrayLike<number>): number {
 export function clipScale(normSquared: number, maxNorm: number): number {
   return Math.min(1, maxNorm / (Math.sqrt(normSquared) + 1e-6));
 }
+
+/** One step of the weights' moving average, in place: ema = decay·ema + (1 − decay)·params. */
+export function emaStep(ema: Float64Array, params: ArrayLike<number>, decay: number): void {
+  for (let i = 0; i < ema.length; i++) ema[i] = decay * ema[i] + (1 - decay) * params[i];
+}

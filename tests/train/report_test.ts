@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import {
   confusionMatrixText,
   curveSeries,
+  type EpochRecord,
   formatDuration,
   formatEpochSummary,
   formatProgressBar,
@@ -122,6 +123,26 @@ Deno.test("formatEpochSummary prints train, test, speed and the best marker", ()
     "epoch 3/20 train loss inf acc 86.1% | test loss 0.3900 top-1 87.2% top-5 99.1% | " +
       "lr 8.7e-4 1m05s 1,234 img/s",
   );
+  assert.equal(
+    formatEpochSummary({ ...SUMMARY, testEma: { loss: 0.35, top1: 0.8846, top5: 0.995 } }),
+    "epoch 3/20 train loss 0.4213 acc 86.1% | test loss 0.3900 top-1 87.2% top-5 99.1% | " +
+      "EMA loss 0.3500 top-1 88.5% | lr 8.7e-4 1m05s 1,234 img/s ★ best",
+  );
+});
+
+Deno.test("MetricsLog logs the moving average's evaluation and curveSeries draws it", async () => {
+  const dir = await tempDir();
+  const log = await MetricsLog.load(`${dir}/metrics.jsonl`);
+  const test = { loss: 1.5, top1: 0.35, top5: 0.9, count: 100 };
+  const testEma = { loss: 1.25, top1: 0.5, top5: 0.95, count: 100 };
+  const epoch = { epoch: 1, trainLoss: 1.8, trainAccuracy: 0.3, lr: 0, seconds: 1, imagesPerSecond: 1 };
+  await log.logEpoch({ ...epoch, test, testEma });
+  await log.logEpoch({ ...epoch, epoch: 2, test });
+  const [first, second] = (await MetricsLog.load(`${dir}/metrics.jsonl`)).history as EpochRecord[];
+  assert.deepEqual([first.test, first.testEma, second.testEma], [test, testEma, undefined]);
+  const ema = curveSeries(log.history).find((s) => s.name === "EMA test top-1");
+  assert.deepEqual(ema?.points, [[1, 0.5]]);
+  await Deno.remove(dir, { recursive: true });
 });
 
 Deno.test("confusionMatrixText aligns counts with row totals, recall, precision and accuracy", () => {

@@ -6,7 +6,7 @@ import { createSynthetic } from "../../lib/data/synthetic.ts";
 import { NonFiniteLossError, Trainer, type TrainOptions } from "../../lib/train/trainer.ts";
 import { loadTrainingState, saveTrainingState } from "../../lib/train/checkpoint.ts";
 import { writeTensor } from "../../lib/gpu/tensor.ts";
-import { assertEquals, assertRejects } from "../support/check.ts";
+import { assertClose, assertEquals, assertRejects } from "../support/check.ts";
 
 function tinyModel(classes: number, seed = 1) {
   const config = customConfig(
@@ -90,13 +90,14 @@ Deno.test("evalEvery evaluates every n-th epoch and always the last, and best tr
 
 Deno.test("a resumed run continues exactly where the uninterrupted run goes", async () => {
   const data = createSynthetic({ seed: 2, trainSize: 512, testSize: 64, size: 16, channels: 1 });
-  const o = { ...options, epochs: 2, mixup: 0.8, cutmix: 1, reprob: 0.25 };
+  const o = { ...options, epochs: 2, mixup: 0.8, cutmix: 1, reprob: 0.25, modelEmaDecay: 0.9 };
   const dir = await Deno.makeTempDir({ dir: "/tmp", prefix: "resume_test_" });
   try {
     const straight = await tinyModel(data.classes.length);
     const a = new Trainer(straight, data, o);
     await a.run();
     const expected = await straight.getWeights();
+    const expectedEma = (await a.emaWeights())!;
     a.destroy();
     straight.destroy();
 
@@ -113,14 +114,76 @@ Deno.test("a resumed run continues exactly where the uninterrupted run goes", as
     const c = new Trainer(resumed, data, saved.options);
     c.state = saved.state;
     c.setMoments(saved.m, saved.v);
+    if (!saved.ema) throw new Error("the resume file holds no moving average");
+    c.setEmaWeights(saved.ema);
     await c.run();
     assertEquals(c.state.globalStep, 2 * 8);
     const actual = await resumed.getWeights();
     for (const [name, value] of expected) assertEquals(actual.get(name), value, name);
+    const actualEma = (await c.emaWeights())!;
+    for (const [name, value] of expectedEma) assertEquals(actualEma.get(name), value, `ema ${name}`);
     c.destroy();
     resumed.destroy();
   } finally {
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("the weights' moving average follows its recurrence, is scored beside them and never replaces them", async () => {
+  // One step per epoch, so the weights after every step can be read back.
+  const data = createSynthetic({ seed: 4, trainSize: 64, testSize: 64, size: 16, channels: 1 });
+  const model = await tinyModel(data.classes.length);
+  const decay = 0.6;
+  const trainer = new Trainer(model, data, { ...options, epochs: 3, evalEvery: 0, modelEmaDecay: decay });
+  try {
+    const expected = new Map([...await model.getWeights()].map(([k, w]) => [k, Float64Array.from(w)]));
+    let last;
+    for (let epoch = 0; epoch < 3; epoch++) {
+      last = await trainer.trainEpoch();
+      for (const [name, w] of await model.getWeights()) {
+        const e = expected.get(name)!;
+        for (let i = 0; i < e.length; i++) e[i] = decay * e[i] + (1 - decay) * w[i];
+      }
+    }
+    const ema = (await trainer.emaWeights())!;
+    let moved = 0;
+    for (const [name, e] of expected) {
+      assertClose(`ema ${name}`, ema.get(name)!, e, { atol: 1e-6, rtol: 1e-5 });
+      const w = (await model.getWeights()).get(name)!;
+      moved = Math.max(moved, ...e.map((x, i) => Math.abs(x - w[i])));
+    }
+    if (!(moved > 1e-3)) throw new Error(`the average is indistinguishable from the weights (${moved})`);
+    // Scored beside the weights; the best epoch is the average's.
+    if (!last?.test || !last.testEma) throw new Error("the last epoch lacks one of its two evaluations");
+    assertEquals(trainer.state.bestTop1, last.testEma.top1);
+    // withEmaWeights puts the weights back bit for bit, also when its work throws.
+    const before = await model.getWeights();
+    const inside = await trainer.withEmaWeights(() => model.getWeights());
+    for (const [name, e] of ema) assertEquals(inside.get(name), e, `inside ${name}`);
+    await assertRejects(() => trainer.withEmaWeights(() => Promise.reject(new Error("boom"))), Error, "boom");
+    const after = await model.getWeights();
+    for (const [name, w] of before) assertEquals(after.get(name), w, name);
+  } finally {
+    trainer.destroy();
+    model.destroy();
+  }
+  const plain = await tinyModel(data.classes.length);
+  try {
+    for (const modelEmaDecay of [1, -0.1, NaN]) {
+      let threw = false;
+      try {
+        new Trainer(plain, data, { ...options, modelEmaDecay }).destroy();
+      } catch (e) {
+        threw = e instanceof RangeError && /modelEmaDecay/.test(e.message);
+      }
+      if (!threw) throw new Error(`modelEmaDecay ${modelEmaDecay} was accepted`);
+    }
+    const t = new Trainer(plain, data, options);
+    assertEquals(await t.emaWeights(), undefined);
+    await assertRejects(() => t.withEmaWeights(() => Promise.resolve()), Error, "no moving average");
+    t.destroy();
+  } finally {
+    plain.destroy();
   }
 });
 
