@@ -103,10 +103,12 @@ optimisation (timm names)
   --clip-grad NORM        clip the global gradient norm (default off)
   --smoothing EPS         label smoothing (default 0.1)
   --model-ema             also keep an exponential moving average of the weights, updated every step
-                          (timm's flag): evaluated beside them, saved as last_ema.safetensors, and the
-                          best epoch (best.safetensors) is chosen by, and saved from, the average
+                          (timm's flag): evaluated beside them (twice the evaluation time), saved as
+                          last_ema.safetensors; best.safetensors holds whichever of the two scored best
   --model-ema-decay D     its decay per step (default 0.9998: a horizon of ~5,000 steps); implies
-                          --model-ema
+                          --model-ema, and 0 turns it off (e.g. on --resume)
+  --model-ema-warmup      warm the decay up as timm does: 1 − (1 + step)^(−2/3) until it reaches D, so
+                          the average of a short run forgets the initial weights
 augmentation
   --crop-pad N            random crop with N pixels of zero padding (default 2)
   --resized-crop MIN      random resized crop with scale MIN..1 instead (the paper's 0.8)
@@ -158,6 +160,7 @@ const trainFlags = {
   smoothing: { type: "string" },
   "model-ema": { type: "boolean" },
   "model-ema-decay": { type: "string" },
+  "model-ema-warmup": { type: "boolean" },
   "crop-pad": { type: "string" },
   "resized-crop": { type: "string" },
   "no-flip": { type: "boolean" },
@@ -264,7 +267,8 @@ function trainOptionsFrom(v: Values, base: Partial<TrainOptions>): Partial<Train
     throw new UsageError(`--model-ema-decay ${emaDecay}: expected a number ≥ 0 and < 1`);
   }
   if (emaDecay !== undefined) o.modelEmaDecay = emaDecay;
-  else if (v["model-ema"]) o.modelEmaDecay ||= DEFAULT_MODEL_EMA_DECAY;
+  else if (v["model-ema"] || v["model-ema-warmup"]) o.modelEmaDecay ||= DEFAULT_MODEL_EMA_DECAY;
+  if (v["model-ema-warmup"]) o.modelEmaWarmup = true;
   return o;
 }
 
@@ -430,16 +434,17 @@ async function train(args: string[]): Promise<number> {
     },
     async onEpoch(s, t) {
       if (terminal) Deno.stdout.writeSync(encoder.encode("\r\x1b[2K"));
-      // bestTop1 already includes this epoch (the average's score when there is one): a tie means it set it.
-      const scored = s.testEma ?? s.test;
+      // bestTop1 already includes this epoch, of the weights or their average: a tie means this epoch set it.
+      const emaLeads = s.testEma !== undefined && s.test !== undefined && s.testEma.top1 > s.test.top1;
+      const scored = emaLeads ? s.testEma : s.test;
       const best = scored !== undefined && scored.top1 >= t.state.bestTop1;
       console.log(formatEpochSummary({ ...s, epochs: o.epochs + o.cooldownEpochs, best }));
-      await log.logEpoch(s);
+      await log.logEpoch({ ...s, best });
       await saveWeightsCheckpoint(output, "last", t);
       if (t.ema) await saveWeightsCheckpoint(output, "last_ema", t, { ema: true });
-      if (best) await saveWeightsCheckpoint(output, "best", t, { ema: t.ema !== undefined });
+      if (best) await saveWeightsCheckpoint(output, "best", t, { ema: emaLeads });
       await saveTrainingState(output, t, { dataset_spec: dataSpec });
-      await writeRunPlots(output, log.history, { classes: data.classes, confusion: scored?.confusion });
+      await writeRunPlots(output, log.history, { classes: data.classes, confusion: s.test?.confusion });
     },
   });
   if (saved) {
@@ -472,10 +477,9 @@ async function train(args: string[]): Promise<number> {
   }
   const minutes = (performance.now() - t0) / 60000;
   if (last?.test) {
-    const final = last.testEma ?? last.test;
     console.log(
-      `\nconfusion matrix (test, epoch ${last.epoch}${last.testEma ? ", moving average" : ""}):\n${
-        confusionMatrixText(data.classes, final.confusion)
+      `\nconfusion matrix (test, epoch ${last.epoch}):\n${
+        confusionMatrixText(data.classes, last.test.confusion)
       }`,
     );
     const ema = last.testEma ? `, of the moving average ${(last.testEma.top1 * 100).toFixed(2)}%` : "";

@@ -74,6 +74,7 @@ export {
   type EpochSummary,
   type EvalResult,
   evaluate,
+  modelEmaDecayAt,
   NonFiniteLossError,
   type ProgressMetrics,
   type TrainCallbacks,

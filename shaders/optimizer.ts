@@ -208,8 +208,8 @@ export const EMA_VEC4_PER_INVOCATION = 4;
 /**
  * One step of an exponential moving average of the weights: ema += rate·(params − ema), rate = 1 − decay, over
  * `count` elements (vec4s when `vec4`) from `first`. Written as a lerp (timm's `ema.lerp_(p, 1 − decay)`), so an
- * element equal in both stays bit-identical however many steps run. Bindings: sizes {first, count, rate}, ema,
- * params.
+ * element equal in both stays bit-identical however many steps run. The rate has its own uniform so that a
+ * recorded step can change it every step (the decay's warm-up). Bindings: sizes {first, count}, rate, ema, params.
  */
 export function emaWgsl(options: { vec4: boolean }): string {
   const wg = OPTIMIZER_WORKGROUP;
@@ -217,10 +217,12 @@ export function emaWgsl(options: { vec4: boolean }): string {
   const per = options.vec4 ? EMA_VEC4_PER_INVOCATION : 1;
   return /* wgsl */ `
 ${LINEAR_INDEX_WGSL(wg)}
-struct Sizes { first: u32, count: u32, rate: f32 }
+struct Sizes { first: u32, count: u32 }
+struct Rate { rate: f32 }
 @group(0) @binding(0) var<uniform> sizes: Sizes;
-@group(0) @binding(1) var<storage, read_write> ema: array<${t}>;
-@group(0) @binding(2) var<storage, read> params: array<${t}>;
+@group(0) @binding(1) var<uniform> rate: Rate;
+@group(0) @binding(2) var<storage, read_write> ema: array<${t}>;
+@group(0) @binding(3) var<storage, read> params: array<${t}>;
 @compute @workgroup_size(${wg})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
   let start = linear_index(gid, nwg) * ${per}u;
@@ -228,7 +230,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
   for (var i = start; i < end; i++) {
     let k = sizes.first + i;
     let e = ema[k];
-    ema[k] = e + sizes.rate * (params[k] - e);
+    ema[k] = e + rate.rate * (params[k] - e);
   }
 }
 `;

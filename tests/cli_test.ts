@@ -144,6 +144,7 @@ Deno.test("train, eval, predict and resume work on an image folder", async () =>
       "8",
       "--model-ema-decay",
       "0.9",
+      "--model-ema-warmup",
     );
     // No --data or --img-size: the resume file names the folder, and its model the geometry.
     assertEquals(resumed.code, 0, resumed.err);

@@ -249,35 +249,52 @@ export function adamwUpdate(
 }
 
 /**
- * One step of an exponential moving average of the weights, timm's `ModelEmaV2`: ema ← ema + (1 − decay)·(params −
- * ema), elementwise over two tensors of one layout (typically whole parameter arenas). Elements equal in both stay
- * bit-identical, so frozen tensors never drift.
+ * One step of an exponential moving average of the weights, timm's `ModelEmaV3` update: ema ← ema + (1 − decay)·
+ * (params − ema), elementwise over two tensors of one layout (typically whole parameter arenas). Elements equal
+ * in both stay bit-identical, so frozen tensors never drift.
  *
  * @param ema f32, updated in place
  * @param params f32, the same size as `ema`
- * @param options.decay In [0, 1]: 0 copies `params`, 1 leaves `ema` as it is.
+ * @param options.decay In [0, 1]: 0 takes `params` (to rounding), 1 leaves `ema` as it is. A number is fixed
+ *   when the plan is recorded; a one-word {@link UniformBlock} holding 1 − decay (see {@link setEmaDecay}) can
+ *   change before every submission.
  */
-export function emaUpdate(plan: Plan, ema: Tensor, params: Tensor, { decay }: { decay: number }): void {
+export function emaUpdate(
+  plan: Plan,
+  ema: Tensor,
+  params: Tensor,
+  { decay }: { decay: number | UniformBlock },
+): void {
   if (params.size !== ema.size) {
     throw new TypeError(
       `emaUpdate: ${params.label} has ${params.size} elements, expected ${ema.size} like ${ema.label}`,
     );
   }
-  if (!(decay >= 0 && decay <= 1)) throw new RangeError(`emaUpdate: decay ${decay} is not in [0, 1]`);
+  if (typeof decay === "number" && !(decay >= 0 && decay <= 1)) {
+    throw new RangeError(`emaUpdate: decay ${decay} is not in [0, 1]`);
+  }
   const n = ema.size;
   if (n === 0) return;
+  const rate: Binding = typeof decay === "number" ? { uniform: [{ f32: 1 - decay }] } : decay.binding();
   const aligned = ema.offset % 16 === 0 && params.offset % 16 === 0;
   const vecCount = aligned ? Math.floor(n / 4) : 0;
   const dispatch = (vectorized: boolean, first: number, count: number) => {
     plan.dispatch(
       `ema${vectorized ? "Vec4" : ""}`,
       emaWgsl({ vec4: vectorized }),
-      [{ uniform: [first, count, { f32: 1 - decay }] }, ema, params],
+      [{ uniform: [first, count] }, rate, ema, params],
       grid1d(Math.ceil(count / (vectorized ? EMA_VEC4_PER_INVOCATION : 1)), OPTIMIZER_WORKGROUP),
     );
   };
   if (vecCount > 0) dispatch(true, 0, vecCount);
   if (n > vecCount * 4) dispatch(false, vecCount * 4, n - vecCount * 4);
+}
+
+/** Writes `decay` into a one-word block for {@link emaUpdate} (as 1 − decay, rounded once) and queues it. */
+export function setEmaDecay(block: UniformBlock, decay: number): void {
+  if (!(decay >= 0 && decay <= 1)) throw new RangeError(`setEmaDecay: decay ${decay} is not in [0, 1]`);
+  block.f32[0] = 1 - decay;
+  block.flush();
 }
 
 /**

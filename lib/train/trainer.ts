@@ -26,6 +26,7 @@ import {
   gradNormPartialCount,
   gradNormSquared,
   setAdamwHyper,
+  setEmaDecay,
   zero,
 } from "../kernels/optimizer.ts";
 import { batchCount, batches, type Dataset, type Split } from "../data/dataset.ts";
@@ -77,9 +78,41 @@ export interface TrainOptions extends ScheduleOptions {
   /**
    * Decay per optimizer step of a moving average of the weights (timm's `--model-ema-decay`, e.g. 0.9998: a
    * horizon of about 1 / (1 − decay) = 5,000 steps); 0 (default) keeps none. The average is evaluated beside
-   * the weights, and the best epoch is chosen by its score.
+   * the weights. As timm's `ModelEmaV3`, the first update copies the weights; see {@link modelEmaDecayAt}.
    */
   modelEmaDecay: number;
+  /**
+   * Warm the average's decay up (timm's `--model-ema-warmup`): 1 − (1 + t)^(−2/3) at update t + 1, capped at
+   * `modelEmaDecay`, so early averages forget the initial weights quickly (0.999 after 31,600 updates).
+   */
+  modelEmaWarmup: boolean;
+}
+
+/**
+ * The decay of the weights' moving average at its `update`-th update (1-based, the optimizer step just taken),
+ * as timm's `ModelEmaV3.get_decay`: 0 at the first (the average takes the weights), then `modelEmaDecay`, or
+ * with `modelEmaWarmup` 1 − (1 + t)^(−2/3) for t = update − 1, capped at `modelEmaDecay`.
+ *
+ * @param o The run's `modelEmaDecay` and `modelEmaWarmup`.
+ * @param update Updates so far, including this one.
+ * @returns The decay in [0, modelEmaDecay].
+ *
+ * @example How fast the warmed-up average forgets, for timm's default decay
+ * ```ts
+ * import { modelEmaDecayAt } from "@compact-transformers/cct";
+ *
+ * const o = { modelEmaDecay: 0.9998, modelEmaWarmup: true };
+ * for (const step of [1, 100, 10_000, 1_000_000]) console.log(step, modelEmaDecayAt(o, step));
+ * // 1 0, 100 ≈ 0.954, 10,000 ≈ 0.9978, 1,000,000 0.9998 (the cap)
+ * ```
+ */
+export function modelEmaDecayAt(
+  o: Pick<TrainOptions, "modelEmaDecay" | "modelEmaWarmup">,
+  update: number,
+): number {
+  const t = update - 1;
+  if (t <= 0) return 0;
+  return o.modelEmaWarmup ? Math.max(0, Math.min(1 - (1 + t) ** (-2 / 3), o.modelEmaDecay)) : o.modelEmaDecay;
 }
 
 /**
@@ -115,6 +148,7 @@ export function defaultTrainOptions(overrides: Partial<TrainOptions> = {}): Trai
     evalEvery: 1,
     tta: "none",
     modelEmaDecay: 0,
+    modelEmaWarmup: false,
     ...overrides,
   };
 }
@@ -189,7 +223,7 @@ export interface TrainState {
   epoch: number;
   /** Optimizer steps taken. */
   globalStep: number;
-  /** Best test top-1 accuracy after any evaluated epoch so far (of the moving average, when the run keeps one). */
+  /** Best test top-1 accuracy after any evaluated epoch so far, of the weights or of their moving average. */
   bestTop1: number;
 }
 
@@ -224,6 +258,8 @@ class StepProgram {
   readonly plan: Plan;
   readonly mixParams: UniformBlock | undefined;
   readonly augmentSeeds: UniformBlock;
+  /** 1 − the moving average's decay for this step, when the run keeps one. */
+  readonly emaRate: UniformBlock | undefined;
   /** Pipelines and bind groups checked (once, before the first submission). */
   validated = false;
   /** Every buffer this program created, freed by destroy(). */
@@ -331,7 +367,8 @@ class StepProgram {
         gradScale,
       });
     }
-    if (state.ema) emaUpdate(plan, state.ema, params, { decay: o.modelEmaDecay });
+    this.emaRate = state.ema ? this.#uniform(1, "ema rate") : undefined;
+    if (state.ema) emaUpdate(plan, state.ema, params, { decay: this.emaRate! });
   }
 
   /**
@@ -466,10 +503,12 @@ export class Trainer {
   readonly hyper: UniformBlock;
   /** The moving average of the weights, laid out like the model's parameter arena; absent when not kept. */
   readonly ema: Tensor | undefined;
-  /** Whether `ema` holds an average yet (it starts as the weights of the first step, or a checkpoint's). */
+  /** Whether `ema` holds an average yet (it starts as the weights before the run's first step, or a checkpoint's). */
   #emaStarted = false;
   /** The weights while the average stands in for them (see {@link Trainer.withEmaWeights}). */
   #backup: Tensor | undefined;
+  /** Whether the average stands in for the weights now. */
+  #swapped = false;
   #program: StepProgram | undefined;
 
   /**
@@ -608,6 +647,7 @@ export class Trainer {
       p.augmentSeeds.u32[0] = deriveSeed(o.seed, globalStep, 0x41554731);
       p.augmentSeeds.u32[1] = deriveSeed(o.seed, globalStep, 0x41554732);
       p.augmentSeeds.flush();
+      if (p.emaRate) setEmaDecay(p.emaRate, modelEmaDecayAt(o, globalStep + 1));
       if (p.mixParams) {
         writeMixParams(
           p.mixParams,
@@ -642,8 +682,9 @@ export class Trainer {
     const check = test ?? await this.evaluate(firstImages(this.data.train, o.batchSize));
     if (!Number.isFinite(check.loss)) throw new NonFiniteLossError(epoch, this.state.globalStep, check.loss);
     this.state.epoch++;
-    const scored = testEma ?? test;
-    if (scored && scored.count > 0) this.state.bestTop1 = Math.max(this.state.bestTop1, scored.top1);
+    for (const scored of [test, testEma]) {
+      if (scored && scored.count > 0) this.state.bestTop1 = Math.max(this.state.bestTop1, scored.top1);
+    }
     const summary: EpochSummary = {
       epoch: this.state.epoch,
       trainLoss: epochLoss / Math.max(1, epochCount),
@@ -672,6 +713,7 @@ export class Trainer {
     writeTensor(gpu, p.labels, batch.labels);
     setAdamwHyper(this.hyper, this.options.lr, 0.9, 0.999, 1e-8, this.options.weightDecay, 1);
     this.model.setStepSeeds(this.options.seed, 0);
+    if (p.emaRate) setEmaDecay(p.emaRate, this.options.modelEmaDecay);
     this.#startEma();
     await p.plan.run(); // compile
     const times: number[] = [];
@@ -750,22 +792,25 @@ export class Trainer {
    */
   async withEmaWeights<T>(fn: () => Promise<T>): Promise<T> {
     if (!this.ema) throw new Error("this run keeps no moving average of the weights (modelEmaDecay is 0)");
-    this.#startEma();
+    // Before the first step the average would be the weights; inside another call the average is in place.
+    if (!this.#emaStarted || this.#swapped) return await fn();
     const gpu = this.model.gpu, params = this.model.params.whole();
     this.#backup ??= createTensor(gpu, [params.size], "weights while the ema stands in");
     copyTensor(gpu, params, this.#backup);
     copyTensor(gpu, this.ema, params);
+    this.#swapped = true;
     try {
       return await fn();
     } finally {
       copyTensor(gpu, this.#backup, params);
+      this.#swapped = false;
     }
   }
 
   /** The moving average of the weights by parameter name (for checkpoints); undefined when the run keeps none. */
   async emaWeights(): Promise<Map<string, Float32Array> | undefined> {
     if (!this.ema) return undefined;
-    this.#startEma();
+    if (!this.#emaStarted) return await this.model.getWeights(); // what the average would start from
     const all = await readTensor(this.model.gpu, this.ema);
     const out = new Map<string, Float32Array>();
     for (const s of this.model.specs) {

@@ -10,9 +10,12 @@ import {
   gradNormSquared,
   NORM_MAX_PARTIALS,
   setAdamwHyper,
+  setEmaDecay,
   zero,
 } from "../../lib/kernels/optimizer.ts";
 import { Arena, readTensor, Tensor, writeTensor } from "../../lib/gpu/tensor.ts";
+import { Plan, UniformBlock } from "../../lib/gpu/plan.ts";
+import type { Gpu } from "../../lib/gpu/device.ts";
 import {
   assertClose,
   expectTensor,
@@ -337,10 +340,28 @@ for (const n of [1, 3, 6, 1029, 70_001]) {
     const ema = new Tensor(whole.buffer, [n], offset * 4, "ema");
     const params = steps.map((p, i) => upload(gpu, p, [n], `params ${i}`));
     const expected = Float64Array.from(e0, Math.fround);
-    for (const [i, decay] of [0.9, 0.999, 0].entries()) {
-      await runPlan(gpu, (plan) => emaUpdate(plan, ema, params[i], { decay }));
-      ref.emaStep(expected, steps[i], decay);
+    const decays = [0.9, 0.999, 0];
+    if (n % 2) {
+      // A fixed decay per recorded plan.
+      for (const [i, decay] of decays.entries()) {
+        await runPlan(gpu, (plan) => emaUpdate(plan, ema, params[i], { decay }));
+      }
+    } else {
+      // One recorded plan, its decay rewritten before each submission (the trainer's warm-up).
+      const block = new UniformBlock(gpu, 1, "ema rate");
+      const plan = new Plan(gpu, "ema steps");
+      const current = upload(gpu, new Float64Array(n), [n], "current params");
+      emaUpdate(plan, ema, current, { decay: block });
+      for (const [i, decay] of decays.entries()) {
+        await copyInto(gpu, params[i], current);
+        setEmaDecay(block, decay);
+        await plan.run();
+      }
+      plan.destroy();
+      current.buffer.destroy();
+      block.buffer.destroy();
     }
+    for (const [i, decay] of decays.entries()) ref.emaStep(expected, steps[i], decay);
     const got = await readTensor(gpu, whole);
     assertClose("ema", got.subarray(offset, offset + n), expected, { atol: 1e-6, rtol: 1e-6 });
     for (let i = 3; i < n; i += 7) {
@@ -352,6 +373,14 @@ for (const n of [1, 3, 6, 1029, 70_001]) {
     whole.buffer.destroy();
     for (const p of params) p.buffer.destroy();
   });
+}
+
+/** Copies one tensor into another of the same size, on the GPU. */
+async function copyInto(gpu: Gpu, from: Tensor, to: Tensor): Promise<void> {
+  const encoder = gpu.device.createCommandEncoder();
+  encoder.copyBufferToBuffer(from.buffer, from.offset, to.buffer, to.offset, from.byteLength);
+  gpu.device.queue.submit([encoder.finish()]);
+  await gpu.device.queue.onSubmittedWorkDone();
 }
 
 Deno.test("emaUpdate refuses tensors of different sizes and a decay outside [0, 1]", async () => {

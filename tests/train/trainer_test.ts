@@ -3,7 +3,7 @@ import { join } from "node:path";
 import { CompactTransformer } from "../../lib/models/model.ts";
 import { customConfig } from "../../lib/models/config.ts";
 import { createSynthetic } from "../../lib/data/synthetic.ts";
-import { NonFiniteLossError, Trainer, type TrainOptions } from "../../lib/train/trainer.ts";
+import { modelEmaDecayAt, NonFiniteLossError, Trainer, type TrainOptions } from "../../lib/train/trainer.ts";
 import { loadTrainingState, saveTrainingState } from "../../lib/train/checkpoint.ts";
 import { writeTensor } from "../../lib/gpu/tensor.ts";
 import { assertClose, assertEquals, assertRejects } from "../support/check.ts";
@@ -129,6 +129,20 @@ Deno.test("a resumed run continues exactly where the uninterrupted run goes", as
   }
 });
 
+Deno.test("modelEmaDecayAt copies at the first update, then decays, or warms up as timm's ModelEmaV3", () => {
+  const fixed = { modelEmaDecay: 0.9998, modelEmaWarmup: false };
+  const warm = { ...fixed, modelEmaWarmup: true };
+  assertEquals([1, 2, 10_000].map((t) => modelEmaDecayAt(fixed, t)), [0, 0.9998, 0.9998]);
+  // timm: 1 − (1 + t)^(−2/3) with t = update − 1, capped at the decay.
+  assertEquals(modelEmaDecayAt(warm, 1), 0);
+  assertClose("warm-up", [2, 101, 31_624, 10 ** 7].map((t) => modelEmaDecayAt(warm, t)), [
+    1 - 2 ** (-2 / 3),
+    1 - 101 ** (-2 / 3),
+    0.999,
+    0.9998,
+  ], { atol: 1e-7, rtol: 0 });
+});
+
 Deno.test("the weights' moving average follows its recurrence, is scored beside them and never replaces them", async () => {
   // One step per epoch, so the weights after every step can be read back.
   const data = createSynthetic({ seed: 4, trainSize: 64, testSize: 64, size: 16, channels: 1 });
@@ -138,11 +152,12 @@ Deno.test("the weights' moving average follows its recurrence, is scored beside 
   try {
     const expected = new Map([...await model.getWeights()].map(([k, w]) => [k, Float64Array.from(w)]));
     let last;
-    for (let epoch = 0; epoch < 3; epoch++) {
+    // As timm's ModelEmaV3: the first update takes the weights, later ones decay.
+    for (const d of [0, decay, decay]) {
       last = await trainer.trainEpoch();
       for (const [name, w] of await model.getWeights()) {
         const e = expected.get(name)!;
-        for (let i = 0; i < e.length; i++) e[i] = decay * e[i] + (1 - decay) * w[i];
+        for (let i = 0; i < e.length; i++) e[i] = d * e[i] + (1 - d) * w[i];
       }
     }
     const ema = (await trainer.emaWeights())!;
@@ -153,13 +168,17 @@ Deno.test("the weights' moving average follows its recurrence, is scored beside 
       moved = Math.max(moved, ...e.map((x, i) => Math.abs(x - w[i])));
     }
     if (!(moved > 1e-3)) throw new Error(`the average is indistinguishable from the weights (${moved})`);
-    // Scored beside the weights; the best epoch is the average's.
+    // Scored beside the weights; the best is the better of the two.
     if (!last?.test || !last.testEma) throw new Error("the last epoch lacks one of its two evaluations");
-    assertEquals(trainer.state.bestTop1, last.testEma.top1);
+    if (last.test.loss === last.testEma.loss) throw new Error("both evaluations scored the same weights");
+    assertEquals(trainer.state.bestTop1, Math.max(last.test.top1, last.testEma.top1));
     // withEmaWeights puts the weights back bit for bit, also when its work throws.
     const before = await model.getWeights();
     const inside = await trainer.withEmaWeights(() => model.getWeights());
     for (const [name, e] of ema) assertEquals(inside.get(name), e, `inside ${name}`);
+    // Nested, the inner call finds the average in place and the outer one still restores the weights.
+    const nested = await trainer.withEmaWeights(() => trainer.withEmaWeights(() => model.getWeights()));
+    for (const [name, e] of ema) assertEquals(nested.get(name), e, `nested ${name}`);
     await assertRejects(() => trainer.withEmaWeights(() => Promise.reject(new Error("boom"))), Error, "boom");
     const after = await model.getWeights();
     for (const [name, w] of before) assertEquals(after.get(name), w, name);
