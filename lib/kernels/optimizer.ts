@@ -1,6 +1,7 @@
 /**
  * Typed wrappers of the optimizer kernels (`shaders/optimizer.ts`): zero fill, global gradient norm, clip scale,
- * AdamW and the weights' moving average. All of them run inside a training step's single submission; nothing here reads back.
+ * AdamW and the weights' moving average. All of them run inside a training step's single submission; nothing
+ * here reads back.
  */
 import type { Gpu } from "../gpu/device.ts";
 import { type Binding, grid1d, type Plan, UniformBlock } from "../gpu/plan.ts";
